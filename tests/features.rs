@@ -1,0 +1,2 @@
+//! Gherkin acceptance scenarios (placeholder, replaced in a following commit).
+fn main() {}
