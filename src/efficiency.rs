@@ -170,7 +170,12 @@ mod tests {
         // negative temperatures work
         check(
             [Some(-5.0), Some(-10.0), Some(-20.0), Some(-12.0)],
-            [Some(1.0 / 3.0), Some(8.0 / 15.0), Some(8.0 / 15.0), Some(ln(7.0, 10.0))],
+            [
+                Some(1.0 / 3.0),
+                Some(8.0 / 15.0),
+                Some(8.0 / 15.0),
+                Some(ln(7.0, 10.0)),
+            ],
         );
     }
 

@@ -3,7 +3,10 @@
 //! Data flows one way: [`sensors`] → [`outbox`] → [`forward`] → [`sinks`].
 //! See `ARCHITECTURE.md` for the map.
 
-pub mod sample;
+pub mod config;
 pub mod efficiency;
+pub mod outbox;
+pub mod sample;
 pub mod sensors;
 pub mod sinks;
+pub mod when;

@@ -49,7 +49,9 @@ impl std::str::FromStr for Source {
         match s {
             "w1" => Ok(Source::W1),
             "mock" => Ok(Source::Mock),
-            other => Err(format!("unknown sample source {other:?} (expected w1 or mock)")),
+            other => Err(format!(
+                "unknown sample source {other:?} (expected w1 or mock)"
+            )),
         }
     }
 }

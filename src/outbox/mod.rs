@@ -1,0 +1,613 @@
+//! The outbox: the local SQLite file every sample is committed to before it is
+//! reported as taken, and the per-sink delivery state the forwarder keeps.
+//!
+//! Architecture invariant: this is the only module that uses rusqlite. It knows
+//! nothing of any sink's protocol; a sink is just a name with a cursor.
+//!
+//! Schema: `schema/sqlite/NNNN_*.sql`, applied in order in one exclusive
+//! transaction keyed on `PRAGMA user_version`. A shipped migration is never
+//! edited or removed.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use jiff::Timestamp;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use uuid::Uuid;
+
+use crate::config::Synchronous;
+use crate::efficiency::Efficiency;
+use crate::sample::{Reading, Sample, Source};
+
+/// The migrations, in order; index + 1 is the `user_version` after applying.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_outbox.sql",
+    include_str!("../../schema/sqlite/0001_outbox.sql"),
+)];
+
+/// A sample as stored, with its position in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    /// Local, strictly increasing sequence number (never reused).
+    pub seq: i64,
+    /// The sample.
+    pub sample: Sample,
+}
+
+/// Delivery state of one sink.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SinkState {
+    /// Sink name (`postgres`, `webpubsub`).
+    pub name: String,
+    /// Samples not yet delivered.
+    pub pending: u64,
+    /// When the oldest pending sample was taken.
+    pub oldest_pending: Option<Timestamp>,
+    /// Every sample up to this seq is delivered.
+    pub delivered_seq: i64,
+    /// Samples delivered so far (including re-sends by `replay --since`).
+    pub delivered_count: u64,
+    /// Last successful delivery.
+    pub last_success: Option<Timestamp>,
+    /// Last error message (kept after recovery, see `last_error_at`).
+    pub last_error: Option<String>,
+    /// `transient`, `permanent` or `rejected`.
+    pub last_error_class: Option<String>,
+    /// When the last error happened.
+    pub last_error_at: Option<Timestamp>,
+    /// The forwarder waits until then before the next attempt.
+    pub backoff_until: Option<Timestamp>,
+    /// Samples the sink refused outright.
+    pub rejected_count: u64,
+}
+
+/// Summary for `hxlog status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OutboxStatus {
+    /// The outbox file.
+    pub path: PathBuf,
+    /// This outbox's random id (created once).
+    pub outbox_id: String,
+    /// Samples stored.
+    pub samples: u64,
+    /// Of which simulated.
+    pub mock_samples: u64,
+    /// Oldest stored sample.
+    pub oldest: Option<Timestamp>,
+    /// Newest stored sample.
+    pub newest: Option<Timestamp>,
+    /// Per-sink delivery state.
+    pub sinks: Vec<SinkState>,
+}
+
+/// A connection to the outbox file.
+pub struct Outbox {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").field("path", &self.path).finish()
+    }
+}
+
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+fn corrupt_hint(path: &Path) -> String {
+    format!(
+        "the file was left untouched; move it aside (mv {p} {p}.bad) to let hxlog start a new outbox, \
+         and recover its samples with `sqlite3 {p}.bad .recover` if needed",
+        p = path.display()
+    )
+}
+
+impl Outbox {
+    /// Opens the outbox at `path`, creating it (and its folder) if absent, and
+    /// applies pending migrations. A file that is not an hxlog outbox is an
+    /// error and is never modified.
+    pub fn open(path: &Path, sync: Synchronous) -> anyhow::Result<Outbox> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("cannot create the data folder {}; set data_dir in the config to a writable folder", dir.display())
+            })?;
+        }
+        Self::open_inner(path, sync, true)
+    }
+
+    /// Opens an existing outbox (for `status`, `export`, `replay`); errors if
+    /// there is none yet.
+    pub fn open_existing(path: &Path) -> anyhow::Result<Outbox> {
+        if !path.exists() {
+            bail!(
+                "no outbox at {} yet; take a sample first (hxlog sample) or check data_dir in the config",
+                path.display()
+            );
+        }
+        Self::open_inner(path, Synchronous::Full, false)
+    }
+
+    fn open_inner(path: &Path, sync: Synchronous, create: bool) -> anyhow::Result<Outbox> {
+        check_header(path)?;
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(path, flags)
+            .with_context(|| format!("cannot open the outbox {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Validate before anything can write: a damaged header fails here.
+        let version: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+            .and_then(|_| conn.query_row("PRAGMA user_version", [], |r| r.get(0)))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "outbox {} is not a readable SQLite database ({e}); {}",
+                    path.display(),
+                    corrupt_hint(path)
+                )
+            })?;
+        if version as usize > MIGRATIONS.len() {
+            bail!(
+                "outbox {} has schema version {version}, newer than this hxlog understands ({}); upgrade hxlog",
+                path.display(),
+                MIGRATIONS.len()
+            );
+        }
+        if version == 0 {
+            let tables: i64 =
+                conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+            if tables > 0 {
+                bail!(
+                    "{} is an SQLite database but not an hxlog outbox (it has tables and no hxlog schema version); {}",
+                    path.display(),
+                    corrupt_hint(path)
+                );
+            }
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .with_context(|| format!("cannot switch the outbox {} to WAL mode", path.display()))?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match sync {
+                Synchronous::Full => "FULL",
+                Synchronous::Normal => "NORMAL",
+            },
+        )?;
+        let mut outbox = Outbox {
+            conn,
+            path: path.to_path_buf(),
+        };
+        outbox.migrate(version as usize)?;
+        Ok(outbox)
+    }
+
+    fn migrate(&mut self, from: usize) -> anyhow::Result<()> {
+        if from == MIGRATIONS.len() {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)?;
+        // Re-read under the lock: another process may have migrated meanwhile.
+        let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.execute_batch(sql)
+                .with_context(|| format!("applying outbox migration {name}"))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO outbox_meta (key, value) VALUES ('outbox_id', ?1), ('created_at', ?2)",
+            params![Uuid::now_v7().to_string(), Timestamp::now().to_string()],
+        )?;
+        tx.commit()
+            .with_context(|| format!("committing migrations of {}", self.path.display()))?;
+        Ok(())
+    }
+
+    /// The outbox file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Commits one sample durably and returns its seq.
+    pub fn insert(&mut self, sample: &Sample) -> anyhow::Result<i64> {
+        let mut stmt = self.conn.prepare_cached(INSERT_SQL)?;
+        bind_and_insert(&mut stmt, sample)?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Commits many samples in one transaction.
+    pub fn insert_all(&mut self, samples: &[Sample]) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(INSERT_SQL)?;
+            for s in samples {
+                bind_and_insert(&mut stmt, s)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Makes sure a cursor row exists for each sink (new sinks start at the beginning).
+    pub fn register_sinks(&mut self, names: &[&str]) -> anyhow::Result<()> {
+        for name in names {
+            self.conn
+                .execute("INSERT OR IGNORE INTO sinks (name) VALUES (?1)", [name])?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` samples not yet delivered to `sink`, oldest first.
+    pub fn pending(&self, sink: &str, limit: usize) -> anyhow::Result<Vec<Stored>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM samples WHERE seq > \
+             (SELECT coalesce((SELECT delivered_seq FROM sinks WHERE name = ?1), 0)) \
+             ORDER BY seq LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![sink, limit as i64], decode_row)?;
+        rows.map(|r| r.map_err(anyhow::Error::from)).collect()
+    }
+
+    /// Number of samples not yet delivered to `sink`.
+    pub fn pending_count(&self, sink: &str) -> anyhow::Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM samples WHERE seq > \
+             (SELECT coalesce((SELECT delivered_seq FROM sinks WHERE name = ?1), 0))",
+            [sink],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Records that `sink` durably accepted every sample up to `up_to_seq`
+    /// (`count` of them in this delivery).
+    pub fn ack(&mut self, sink: &str, up_to_seq: i64, count: usize) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO sinks (name, delivered_seq, delivered_count, last_success_us) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name) DO UPDATE SET delivered_seq = max(delivered_seq, excluded.delivered_seq), \
+             delivered_count = delivered_count + excluded.delivered_count, \
+             last_success_us = excluded.last_success_us, backoff_until_us = NULL",
+            params![sink, up_to_seq, count as i64, now_us()],
+        )?;
+        Ok(())
+    }
+
+    /// Records a successful re-send (`replay --since`) without moving the cursor.
+    pub fn note_resent(&mut self, sink: &str, count: usize) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE sinks SET delivered_count = delivered_count + ?2, last_success_us = ?3 WHERE name = ?1",
+            params![sink, count as i64, now_us()],
+        )?;
+        Ok(())
+    }
+
+    /// Records a failed delivery attempt and when the next one is due.
+    pub fn record_failure(
+        &mut self,
+        sink: &str,
+        class: &str,
+        message: &str,
+        backoff_until: Option<Timestamp>,
+    ) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO sinks (name, last_error, last_error_class, last_error_us, backoff_until_us) \
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO UPDATE SET \
+             last_error = excluded.last_error, last_error_class = excluded.last_error_class, \
+             last_error_us = excluded.last_error_us, backoff_until_us = excluded.backoff_until_us",
+            params![sink, message, class, now_us(), backoff_until.map(|t| t.as_microsecond())],
+        )?;
+        Ok(())
+    }
+
+    /// Records that `sink` refused these samples outright and moves its cursor
+    /// past them, in one transaction.
+    pub fn reject(&mut self, sink: &str, seqs: &[i64], reason: &str) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        let now = now_us();
+        for seq in seqs {
+            tx.execute(
+                "INSERT OR REPLACE INTO rejected (sink, seq, reason, at_us) VALUES (?1, ?2, ?3, ?4)",
+                params![sink, seq, reason, now],
+            )?;
+        }
+        if let Some(max) = seqs.iter().max() {
+            tx.execute(
+                "INSERT INTO sinks (name, delivered_seq, rejected_count, last_error, last_error_class, last_error_us) \
+                 VALUES (?1, ?2, ?3, ?4, 'rejected', ?5) ON CONFLICT (name) DO UPDATE SET \
+                 delivered_seq = max(delivered_seq, excluded.delivered_seq), \
+                 rejected_count = rejected_count + excluded.rejected_count, \
+                 last_error = excluded.last_error, last_error_class = 'rejected', last_error_us = excluded.last_error_us",
+                params![sink, max, seqs.len() as i64, reason, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Up to `limit` samples taken in `[since, until)`, ordered by (taken_at, seq),
+    /// strictly after the position `after` (a previous page's last `(taken_at_us, seq)`).
+    pub fn window(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        after: Option<(i64, i64)>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<Stored>> {
+        let since = since.map(|t| t.as_microsecond()).unwrap_or(i64::MIN);
+        let until = until.map(|t| t.as_microsecond()).unwrap_or(i64::MAX);
+        let (after_t, after_s) = after.unwrap_or((i64::MIN, i64::MIN));
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM samples \
+             WHERE taken_at_us >= ?1 AND taken_at_us < ?2 AND (taken_at_us, seq) > (?3, ?4) \
+             ORDER BY taken_at_us, seq LIMIT ?5"
+        ))?;
+        let rows = stmt.query_map(
+            params![since, until, after_t, after_s, limit as i64],
+            decode_row,
+        )?;
+        rows.map(|r| r.map_err(anyhow::Error::from)).collect()
+    }
+
+    /// Calls `f` for every sample in `[since, until)`, oldest first, a page at a
+    /// time (memory stays flat).
+    pub fn for_each_in_window(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+        mut f: impl FnMut(&Stored) -> anyhow::Result<()>,
+    ) -> anyhow::Result<u64> {
+        let mut after = None;
+        let mut n = 0;
+        loop {
+            let page = self.window(since, until, after, 10_000)?;
+            let Some(last) = page.last() else { break };
+            after = Some((last.sample.taken_at.as_microsecond(), last.seq));
+            for s in &page {
+                f(s)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Delivery state of one sink (zeros if it never ran).
+    pub fn sink_state(&self, name: &str) -> anyhow::Result<SinkState> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT delivered_seq, delivered_count, last_success_us, last_error, last_error_class, \
+                 last_error_us, backoff_until_us, rejected_count FROM sinks WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                        r.get::<_, Option<i64>>(6)?,
+                        r.get::<_, i64>(7)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let (delivered_seq, delivered_count, success, error, class, error_at, backoff, rejected) =
+            row.unwrap_or((0, 0, None, None, None, None, None, 0));
+        let oldest_pending: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT taken_at_us FROM samples WHERE seq > ?1 ORDER BY seq LIMIT 1",
+                [delivered_seq],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(SinkState {
+            name: name.to_string(),
+            pending: self.pending_count(name)?,
+            oldest_pending: oldest_pending.and_then(ts),
+            delivered_seq,
+            delivered_count: delivered_count as u64,
+            last_success: success.and_then(ts),
+            last_error: error,
+            last_error_class: class,
+            last_error_at: error_at.and_then(ts),
+            backoff_until: backoff.and_then(ts),
+            rejected_count: rejected as u64,
+        })
+    }
+
+    /// Names of every sink that has state in this outbox.
+    pub fn known_sinks(&self) -> anyhow::Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("SELECT name FROM sinks ORDER BY name")?;
+        let names = stmt.query_map([], |r| r.get(0))?;
+        names.map(|r| r.map_err(anyhow::Error::from)).collect()
+    }
+
+    /// The newest sample, if any.
+    pub fn last(&self) -> anyhow::Result<Option<Stored>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM samples ORDER BY seq DESC LIMIT 1"
+        ))?;
+        Ok(stmt.query_row([], decode_row).optional()?)
+    }
+
+    /// Counts and per-sink state for `hxlog status`.
+    pub fn status(&self, sinks: &[&str]) -> anyhow::Result<OutboxStatus> {
+        let (samples, mock, oldest, newest): (i64, i64, Option<i64>, Option<i64>) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(source = 'mock'), 0), min(taken_at_us), max(taken_at_us) FROM samples",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        let outbox_id: String = self
+            .conn
+            .query_row(
+                "SELECT value FROM outbox_meta WHERE key = 'outbox_id'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_default();
+        let mut names: Vec<String> = sinks.iter().map(|s| s.to_string()).collect();
+        for known in self.known_sinks()? {
+            if !names.contains(&known) {
+                names.push(known);
+            }
+        }
+        let sinks = names
+            .iter()
+            .map(|n| self.sink_state(n))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(OutboxStatus {
+            path: self.path.clone(),
+            outbox_id,
+            samples: samples as u64,
+            mock_samples: mock as u64,
+            oldest: oldest.and_then(ts),
+            newest: newest.and_then(ts),
+            sinks,
+        })
+    }
+
+    /// Deletes samples taken before `cutoff` that every sink in `sinks` has
+    /// delivered. With no sinks configured nothing is deleted: the outbox is
+    /// then the only copy. Returns the number deleted.
+    pub fn prune(&mut self, cutoff: Timestamp, sinks: &[&str]) -> anyhow::Result<usize> {
+        if sinks.is_empty() {
+            return Ok(0);
+        }
+        let mut min_delivered = i64::MAX;
+        for s in sinks {
+            min_delivered = min_delivered.min(self.sink_state(s)?.delivered_seq);
+        }
+        let n = self.conn.execute(
+            "DELETE FROM samples WHERE seq <= ?1 AND taken_at_us < ?2",
+            params![min_delivered, cutoff.as_microsecond()],
+        )?;
+        Ok(n)
+    }
+}
+
+/// An [`Outbox`] shared between async tasks; every call runs on tokio's
+/// blocking pool so SQLite never blocks the runtime.
+#[derive(Clone, Debug)]
+pub struct SharedOutbox(Arc<Mutex<Outbox>>);
+
+impl SharedOutbox {
+    /// Wraps an open outbox.
+    pub fn new(outbox: Outbox) -> Self {
+        SharedOutbox(Arc::new(Mutex::new(outbox)))
+    }
+
+    /// Runs `f` with the outbox on a blocking thread.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Outbox) -> anyhow::Result<R> + Send + 'static,
+    ) -> anyhow::Result<R> {
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = inner.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .context("outbox task panicked")?
+    }
+}
+
+const COLUMNS: &str = "seq, id, device_id, taken_at_us, source, readings, \
+     hot_effectiveness, cold_effectiveness, effectiveness, lmtd";
+
+const INSERT_SQL: &str = "INSERT INTO samples (id, device_id, taken_at_us, source, readings, \
+     hot_effectiveness, cold_effectiveness, effectiveness, lmtd) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+fn bind_and_insert(stmt: &mut rusqlite::CachedStatement<'_>, s: &Sample) -> anyhow::Result<()> {
+    let readings = serde_json::to_string(&s.readings)?;
+    let e = &s.efficiency;
+    stmt.execute(params![
+        s.id.as_bytes().as_slice(),
+        s.device_id,
+        s.taken_at.as_microsecond(),
+        s.source.as_str(),
+        readings,
+        e.hot_effectiveness,
+        e.cold_effectiveness,
+        e.effectiveness,
+        e.lmtd,
+    ])?;
+    Ok(())
+}
+
+fn decode_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+    let bad = |i: usize, e: Box<dyn std::error::Error + Send + Sync>| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e)
+    };
+    let id: Vec<u8> = r.get(1)?;
+    let id = Uuid::from_slice(&id).map_err(|e| bad(1, e.into()))?;
+    let taken: i64 = r.get(3)?;
+    let taken_at = Timestamp::from_microsecond(taken).map_err(|e| bad(3, e.into()))?;
+    let source: String = r.get(4)?;
+    let source: Source = source.parse().map_err(|e: String| bad(4, e.into()))?;
+    let readings: String = r.get(5)?;
+    let readings: Vec<Reading> = serde_json::from_str(&readings).map_err(|e| bad(5, e.into()))?;
+    Ok(Stored {
+        seq: r.get(0)?,
+        sample: Sample {
+            id,
+            device_id: r.get(2)?,
+            taken_at,
+            source,
+            readings,
+            efficiency: Efficiency {
+                hot_effectiveness: r.get(6)?,
+                cold_effectiveness: r.get(7)?,
+                effectiveness: r.get(8)?,
+                lmtd: r.get(9)?,
+            },
+        },
+    })
+}
+
+fn check_header(path: &Path) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read the outbox {}", path.display()));
+        }
+    };
+    if !f.metadata()?.is_file() {
+        bail!("outbox {} is not a regular file", path.display());
+    }
+    let mut head = [0u8; 16];
+    let mut n = 0;
+    while n < head.len() {
+        match f.read(&mut head[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    if n > 0 && (n < 16 || &head != SQLITE_MAGIC) {
+        bail!(
+            "outbox {} is not an SQLite database (its header is wrong: corrupt or overwritten); {}",
+            path.display(),
+            corrupt_hint(path)
+        );
+    }
+    Ok(())
+}
+
+fn now_us() -> i64 {
+    Timestamp::now().as_microsecond()
+}
+
+fn ts(us: i64) -> Option<Timestamp> {
+    Timestamp::from_microsecond(us).ok()
+}
+
+#[cfg(test)]
+mod tests;
