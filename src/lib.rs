@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod efficiency;
+pub mod forward;
 pub mod outbox;
 pub mod sample;
 pub mod sensors;

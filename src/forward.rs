@@ -1,0 +1,329 @@
+//! The forwarder: one loop per sink that claims a batch of pending samples from
+//! the outbox, hands it to the sink, and acks it, or backs off.
+//!
+//! It knows no sink's protocol: it acts on [`SinkError`]'s class alone.
+//! Transient errors back off exponentially with full jitter (capped), a server's
+//! `Retry-After` is honoured, permanent errors are retried at the cap, and a batch
+//! the sink refuses outright is recorded as rejected so it never blocks the queue.
+//! Each sink has its own cursor, so one sink down never delays another.
+//!
+//! Architecture invariant: an ack is written only after the sink returned `Ok`,
+//! so a crash anywhere means a resend, never a loss; sinks are idempotent on the
+//! sample id, so a resend is never a duplicate.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use jiff::Timestamp;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::outbox::{SharedOutbox, Stored};
+use crate::sample::Sample;
+use crate::sinks::{Sink, SinkError};
+
+/// The retry policy shared by every sink: exponential from `min` doubling up
+/// to `max`, with full jitter (each wait is uniform in `[0, delay]`), forever.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// First delay before jitter.
+    pub min: Duration,
+    /// Cap on the delay; also the wait after a permanent error.
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    /// The policy with a 500 ms start and the given cap.
+    pub fn with_max(max: Duration) -> Self {
+        RetryPolicy {
+            min: Duration::from_millis(500).min(max),
+            max,
+        }
+    }
+
+    /// An endless sequence of jittered delays.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let p = hxlog::forward::RetryPolicy::with_max(Duration::from_secs(4));
+    /// assert!(p.delays().take(100).all(|d| d <= Duration::from_secs(4)));
+    /// ```
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + Send + use<> {
+        // backon computes the capped exponential sequence; we apply full jitter
+        // (AWS "Exponential Backoff and Jitter") ourselves, since backon's jitter
+        // only adds up to one extra delay on top.
+        let exp = ExponentialBuilder::default()
+            .with_min_delay(self.min)
+            .with_max_delay(self.max)
+            .with_factor(2.0)
+            .without_max_times()
+            .build();
+        let mut rng = fastrand::Rng::new();
+        exp.map(move |d| d.mul_f64(rng.f64()).max(Duration::from_millis(50)))
+    }
+}
+
+/// Whether a forwarder follows the outbox forever or stops once it is drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `hxlog run`: wait for new samples, retry forever.
+    Follow,
+    /// `hxlog replay`: stop when nothing is pending; fail on a permanent error
+    /// or when transient errors last longer than the given time.
+    Drain {
+        /// Give up after this long without a successful delivery.
+        give_up_after: Duration,
+    },
+}
+
+/// Everything a forwarder loop needs besides its sink.
+#[derive(Clone)]
+pub struct ForwardOptions {
+    /// Follow or drain.
+    pub mode: Mode,
+    /// Backoff policy.
+    pub policy: RetryPolicy,
+    /// Notified by the sampler after each committed sample.
+    pub wake: Arc<Notify>,
+    /// Cancelled on SIGTERM/Ctrl-C; the loop stops after the batch in flight.
+    pub shutdown: CancellationToken,
+    /// How long a batch in flight may take to finish after shutdown (then it is
+    /// abandoned: not acked, so resent next time).
+    pub grace: Duration,
+    /// How often to look for new samples when not woken.
+    pub poll: Duration,
+    /// Called with the number of samples each successful batch delivered.
+    pub on_progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+}
+
+impl ForwardOptions {
+    /// Defaults for `mode` with the given retry cap and shutdown token.
+    pub fn new(mode: Mode, retry_max: Duration, shutdown: CancellationToken) -> Self {
+        ForwardOptions {
+            mode,
+            policy: RetryPolicy::with_max(retry_max),
+            wake: Arc::new(Notify::new()),
+            shutdown,
+            grace: Duration::from_secs(5),
+            poll: Duration::from_secs(1),
+            on_progress: None,
+        }
+    }
+}
+
+/// What a forwarder did before it stopped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardReport {
+    /// Samples the sink accepted.
+    pub delivered: u64,
+    /// Samples the sink refused outright.
+    pub rejected: u64,
+    /// True when the loop stopped because of shutdown.
+    pub interrupted: bool,
+}
+
+enum Outcome {
+    Delivered,
+    Rejected(String),
+    Interrupted,
+}
+
+/// Forwards pending samples to `sink` until shutdown (Follow) or until drained (Drain).
+pub async fn forward<S: Sink>(
+    mut sink: S,
+    outbox: SharedOutbox,
+    opts: ForwardOptions,
+) -> anyhow::Result<ForwardReport> {
+    let name = sink.name();
+    {
+        outbox.call(move |o| o.register_sinks(&[name])).await?;
+    }
+    let mut report = ForwardReport::default();
+    let max_batch = sink.max_batch().max(1);
+    loop {
+        if opts.shutdown.is_cancelled() {
+            report.interrupted = true;
+            break;
+        }
+        let batch = match outbox.call(move |o| o.pending(name, max_batch)).await {
+            Ok(b) => b,
+            Err(e) => {
+                error!(sink = name, error = %format!("{e:#}"), "cannot read the outbox; retrying");
+                if wait(&opts, Duration::from_secs(1)).await {
+                    report.interrupted = true;
+                    break;
+                }
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            if let Mode::Drain { .. } = opts.mode {
+                break;
+            }
+            tokio::select! {
+                _ = opts.wake.notified() => {}
+                _ = tokio::time::sleep(opts.poll) => {}
+                _ = opts.shutdown.cancelled() => { report.interrupted = true; break; }
+            }
+            continue;
+        }
+        let seqs: Vec<i64> = batch.iter().map(|s| s.seq).collect();
+        let samples: Vec<Sample> = batch.into_iter().map(|s: Stored| s.sample).collect();
+        let n = samples.len();
+        match send_with_retry(&mut sink, &samples, &outbox, &opts).await? {
+            Outcome::Delivered => {
+                let last = *seqs.last().expect("non-empty batch");
+                outbox.call(move |o| o.ack(name, last, n)).await?;
+                report.delivered += n as u64;
+                if let Some(p) = &opts.on_progress {
+                    p(n as u64);
+                }
+            }
+            Outcome::Rejected(reason) => {
+                error!(sink = name, samples = n, reason = %reason, "sink refused these samples; recorded as rejected, moving on");
+                outbox.call(move |o| o.reject(name, &seqs, &reason)).await?;
+                report.rejected += n as u64;
+                if let Some(p) = &opts.on_progress {
+                    p(n as u64);
+                }
+            }
+            Outcome::Interrupted => {
+                report.interrupted = true;
+                break;
+            }
+        }
+    }
+    info!(
+        sink = name,
+        delivered = report.delivered,
+        rejected = report.rejected,
+        "forwarder stopped"
+    );
+    Ok(report)
+}
+
+/// Re-sends every sample taken in `[since, until)` to `sink`, whether or not it
+/// was delivered before (after a database restore). The cursor is not moved;
+/// sinks deduplicate on the sample id.
+pub async fn resend_window<S: Sink>(
+    mut sink: S,
+    outbox: SharedOutbox,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    opts: ForwardOptions,
+) -> anyhow::Result<ForwardReport> {
+    let name = sink.name();
+    let max_batch = sink.max_batch().max(1);
+    let mut report = ForwardReport::default();
+    let mut after = None;
+    loop {
+        if opts.shutdown.is_cancelled() {
+            report.interrupted = true;
+            break;
+        }
+        let page = outbox
+            .call(move |o| o.window(since, until, after, max_batch))
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.sample.taken_at.as_microsecond(), last.seq));
+        let samples: Vec<Sample> = page.into_iter().map(|s| s.sample).collect();
+        let n = samples.len();
+        match send_with_retry(&mut sink, &samples, &outbox, &opts).await? {
+            Outcome::Delivered => {
+                outbox.call(move |o| o.note_resent(name, n)).await?;
+                report.delivered += n as u64;
+            }
+            Outcome::Rejected(reason) => {
+                error!(sink = name, samples = n, reason = %reason, "sink refused re-sent samples");
+                report.rejected += n as u64;
+            }
+            Outcome::Interrupted => {
+                report.interrupted = true;
+                break;
+            }
+        }
+        if let Some(p) = &opts.on_progress {
+            p(n as u64);
+        }
+    }
+    Ok(report)
+}
+
+/// Sends one batch until it is delivered, refused, or shutdown interrupts.
+async fn send_with_retry<S: Sink>(
+    sink: &mut S,
+    batch: &[Sample],
+    outbox: &SharedOutbox,
+    opts: &ForwardOptions,
+) -> anyhow::Result<Outcome> {
+    let name = sink.name();
+    let mut delays = opts.policy.delays();
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        let result = tokio::select! {
+            r = sink.send(batch) => r,
+            _ = async { opts.shutdown.cancelled().await; tokio::time::sleep(opts.grace).await } => {
+                warn!(sink = name, samples = batch.len(), "shutdown: abandoned the batch in flight; it will be resent");
+                return Ok(Outcome::Interrupted);
+            }
+        };
+        let err = match result {
+            Ok(()) => return Ok(Outcome::Delivered),
+            Err(SinkError::Rejected { message }) => return Ok(Outcome::Rejected(message)),
+            Err(e) => e,
+        };
+        let delay = match &err {
+            SinkError::Transient {
+                retry_after: Some(ra),
+                ..
+            } => (*ra).min(opts.policy.max),
+            SinkError::Transient { .. } => delays.next().unwrap_or(opts.policy.max),
+            _ => opts.policy.max,
+        };
+        let class = err.class();
+        let message = err.to_string();
+        let until = Timestamp::now()
+            .checked_add(jiff::SignedDuration::try_from(delay).unwrap_or_default())
+            .ok();
+        match &err {
+            SinkError::Permanent { .. } => {
+                error!(sink = name, class, error = %message, retry_in = ?delay, "delivery failed and needs attention; data is kept")
+            }
+            _ => warn!(sink = name, class, error = %message, retry_in = ?delay, "delivery failed"),
+        }
+        {
+            let message = message.clone();
+            outbox
+                .call(move |o| o.record_failure(name, class, &message, until))
+                .await?;
+        }
+        if let Mode::Drain { give_up_after } = opts.mode {
+            if matches!(err, SinkError::Permanent { .. }) {
+                anyhow::bail!("{name} refused the delivery: {message}");
+            }
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= give_up_after {
+                anyhow::bail!(
+                    "{name} still failing after {:?}: {message}; the samples stay in the outbox, run replay again later",
+                    give_up_after
+                );
+            }
+        }
+        if wait(opts, delay).await {
+            return Ok(Outcome::Interrupted);
+        }
+    }
+}
+
+/// Sleeps for `d`; returns true if shutdown came first.
+async fn wait(opts: &ForwardOptions, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = opts.shutdown.cancelled() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,186 @@
+use super::*;
+use crate::config::Synchronous;
+use crate::outbox::Outbox;
+use crate::sample::{Reading, Source};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+/// A scripted in-memory sink: answers from `script` first, then Ok.
+struct ScriptedSink {
+    script: VecDeque<SinkError>,
+    received: Arc<Mutex<Vec<uuid::Uuid>>>,
+    max_batch: usize,
+}
+
+impl Sink for ScriptedSink {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+    async fn send(&mut self, batch: &[Sample]) -> Result<(), SinkError> {
+        if let Some(e) = self.script.pop_front() {
+            return Err(e);
+        }
+        self.received
+            .lock()
+            .unwrap()
+            .extend(batch.iter().map(|s| s.id));
+        Ok(())
+    }
+}
+
+fn setup(n: usize) -> (tempfile::TempDir, SharedOutbox, Vec<uuid::Uuid>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = Outbox::open(&dir.path().join("o.sqlite"), Synchronous::Normal).unwrap();
+    let samples: Vec<Sample> = (0..n)
+        .map(|i| {
+            Sample::new(
+                "hx",
+                Timestamp::from_second(1_800_000_000 + i as i64).unwrap(),
+                Source::Mock,
+                vec![Reading::ok("T1", None, 50.0)],
+            )
+        })
+        .collect();
+    ob.insert_all(&samples).unwrap();
+    (
+        dir,
+        SharedOutbox::new(ob),
+        samples.iter().map(|s| s.id).collect(),
+    )
+}
+
+fn sink(script: Vec<SinkError>, max_batch: usize) -> (ScriptedSink, Arc<Mutex<Vec<uuid::Uuid>>>) {
+    let received = Arc::new(Mutex::new(vec![]));
+    (
+        ScriptedSink {
+            script: script.into(),
+            received: received.clone(),
+            max_batch,
+        },
+        received,
+    )
+}
+
+fn drain_opts() -> ForwardOptions {
+    let mut o = ForwardOptions::new(
+        Mode::Drain {
+            give_up_after: Duration::from_secs(30),
+        },
+        Duration::from_millis(20),
+        CancellationToken::new(),
+    );
+    o.policy.min = Duration::from_millis(1);
+    o
+}
+
+#[tokio::test]
+async fn drains_everything_in_order_in_batches() {
+    let (_d, ob, ids) = setup(25);
+    let (s, received) = sink(vec![], 10);
+    let r = forward(s, ob.clone(), drain_opts()).await.unwrap();
+    assert_eq!(r.delivered, 25);
+    assert_eq!(*received.lock().unwrap(), ids);
+    assert_eq!(ob.call(|o| o.pending_count("scripted")).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried_without_loss() {
+    let (_d, ob, ids) = setup(5);
+    let errs = vec![
+        SinkError::transient("connection refused"),
+        SinkError::Transient {
+            message: "429".into(),
+            retry_after: Some(Duration::from_millis(5)),
+        },
+        SinkError::transient("timeout"),
+    ];
+    let (s, received) = sink(errs, 2);
+    let r = forward(s, ob.clone(), drain_opts()).await.unwrap();
+    assert_eq!(r.delivered, 5);
+    assert_eq!(*received.lock().unwrap(), ids);
+    let st = ob.call(|o| o.sink_state("scripted")).await.unwrap();
+    assert_eq!(st.last_error_class.as_deref(), Some("transient"));
+    assert_eq!(st.pending, 0);
+}
+
+#[tokio::test]
+async fn rejected_batches_are_recorded_and_skipped() {
+    let (_d, ob, ids) = setup(4);
+    let (s, received) = sink(
+        vec![SinkError::Rejected {
+            message: "400 bad".into(),
+        }],
+        2,
+    );
+    let r = forward(s, ob.clone(), drain_opts()).await.unwrap();
+    assert_eq!((r.delivered, r.rejected), (2, 2));
+    assert_eq!(*received.lock().unwrap(), ids[2..].to_vec());
+    let st = ob.call(|o| o.sink_state("scripted")).await.unwrap();
+    assert_eq!(st.rejected_count, 2);
+}
+
+#[tokio::test]
+async fn drain_fails_on_a_permanent_error_and_keeps_the_data() {
+    let (_d, ob, _) = setup(3);
+    let (s, received) = sink(
+        vec![SinkError::permanent("password authentication failed")],
+        10,
+    );
+    let err = forward(s, ob.clone(), drain_opts()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("password authentication failed"),
+        "{err}"
+    );
+    assert!(received.lock().unwrap().is_empty());
+    let st = ob.call(|o| o.sink_state("scripted")).await.unwrap();
+    assert_eq!(st.pending, 3);
+    assert_eq!(st.last_error_class.as_deref(), Some("permanent"));
+}
+
+#[tokio::test]
+async fn follow_mode_stops_on_shutdown_with_nothing_lost() {
+    let (_d, ob, _) = setup(3);
+    let (s, _received) = sink(
+        (0..1000).map(|_| SinkError::transient("down")).collect(),
+        10,
+    );
+    let shutdown = CancellationToken::new();
+    let mut opts = ForwardOptions::new(Mode::Follow, Duration::from_secs(60), shutdown.clone());
+    opts.policy.min = Duration::from_secs(30);
+    let task = tokio::spawn(forward(s, ob.clone(), opts));
+    // wait until the first failure is recorded, then shut down
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = ob.call(|o| o.sink_state("scripted")).await.unwrap();
+        if st.last_error.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failure recorded");
+        tokio::task::yield_now().await;
+    }
+    shutdown.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(r.interrupted);
+    assert_eq!(ob.call(|o| o.pending_count("scripted")).await.unwrap(), 3);
+}
+
+#[test]
+fn delays_are_jittered_and_capped() {
+    let p = RetryPolicy {
+        min: Duration::from_millis(100),
+        max: Duration::from_secs(2),
+    };
+    let d: Vec<_> = p.delays().take(200).collect();
+    assert!(d.iter().all(|d| *d <= Duration::from_secs(2)));
+    // full jitter: not all equal, and late delays spread over the range
+    let late = &d[50..];
+    assert!(late.iter().any(|d| *d < Duration::from_secs(1)));
+    assert!(late.iter().any(|d| *d > Duration::from_secs(1)));
+}
