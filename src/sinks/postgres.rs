@@ -1,1 +1,571 @@
-//! (placeholder, replaced in a following commit)
+//! The PostgreSQL sink: idempotent batch inserts into the `samples` table.
+//!
+//! Architecture invariant: the only module that uses tokio-postgres. It never
+//! sees the outbox; it is handed batches and answers with a [`SinkError`] class.
+//!
+//! Delivery: one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT (sample_id) DO
+//! NOTHING` per batch, a single statement, so the batch commits atomically and
+//! a resend after a crash inserts nothing twice. The schema is applied from
+//! `schema/postgres/NNNN_*.sql` under a transaction-scoped advisory lock, so
+//! many devices can start at once.
+//!
+//! TLS: libpq's `sslmode` names, mapped onto tokio-postgres (which itself only
+//! knows disable/prefer/require) and a native-tls connector:
+//! `disable`, `prefer` and `require` (encrypted, certificate not checked),
+//! `verify-ca` (chain checked), `verify-full` (chain and host name checked).
+//! The default is `verify-full` off loopback and `prefer` on loopback or a Unix socket.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, Statement};
+use tracing::{debug, info, instrument, warn};
+
+use crate::config::{PgSecrets, Secret};
+use crate::sample::{STANDARD_ROLES, Sample};
+use crate::sinks::{Sink, SinkError};
+
+/// The Postgres migrations, in order: (version, file name, SQL).
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "0001_samples.sql",
+    include_str!("../../schema/postgres/0001_samples.sql"),
+)];
+
+/// Advisory lock key serialising migrations across devices (`hxlog` in ASCII).
+const MIGRATION_LOCK: i64 = 0x6878_6c6f_67;
+
+/// libpq-style TLS modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS if the server offers it, certificate not checked; plain otherwise.
+    Prefer,
+    /// TLS required, certificate not checked.
+    Require,
+    /// TLS required, certificate chain checked, host name not.
+    VerifyCa,
+    /// TLS required, chain and host name checked.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// Parses `PG_DB_SSLMODE`; without one, `verify-full` off loopback and
+    /// `prefer` on loopback.
+    ///
+    /// ```
+    /// use hxlog::sinks::postgres::SslMode;
+    /// assert_eq!(SslMode::resolve(None, "127.0.0.1").unwrap(), SslMode::Prefer);
+    /// assert_eq!(SslMode::resolve(None, "db.example.com").unwrap(), SslMode::VerifyFull);
+    /// assert_eq!(SslMode::resolve(Some("require"), "db.example.com").unwrap(), SslMode::Require);
+    /// assert!(SslMode::resolve(Some("allow-anything"), "db").is_err());
+    /// ```
+    pub fn resolve(mode: Option<&str>, host: &str) -> anyhow::Result<SslMode> {
+        Ok(
+            match mode.map(|m| m.trim().to_ascii_lowercase()).as_deref() {
+                None | Some("") => {
+                    if is_local(host) {
+                        SslMode::Prefer
+                    } else {
+                        SslMode::VerifyFull
+                    }
+                }
+                Some("disable") => SslMode::Disable,
+                Some("prefer") | Some("allow") => SslMode::Prefer,
+                Some("require") => SslMode::Require,
+                Some("verify-ca") => SslMode::VerifyCa,
+                Some("verify-full") => SslMode::VerifyFull,
+                Some(other) => bail!(
+                    "PG_DB_SSLMODE {other:?} is not understood; use disable, prefer, require, verify-ca or verify-full"
+                ),
+            },
+        )
+    }
+
+    /// The libpq name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// True for loopback addresses, `localhost` and Unix socket folders.
+pub fn is_local(host: &str) -> bool {
+    host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// Resolved connection settings.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    /// Host, IP or Unix socket folder.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database.
+    pub dbname: String,
+    /// User.
+    pub user: String,
+    /// Password (redacted in Debug).
+    pub password: Secret,
+    /// TLS mode.
+    pub sslmode: SslMode,
+    /// Extra trusted root certificates (PEM).
+    pub sslrootcert: Option<PathBuf>,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Largest batch per statement.
+    pub batch_size: usize,
+}
+
+impl PgSettings {
+    /// Builds settings from `secrets.json` values, validating the TLS mode.
+    pub fn from_secrets(s: &PgSecrets, batch_size: usize) -> anyhow::Result<PgSettings> {
+        Ok(PgSettings {
+            host: s.host.clone(),
+            port: s.port,
+            dbname: s.dbname.clone(),
+            user: s.user.clone(),
+            password: s.password.clone(),
+            sslmode: SslMode::resolve(s.sslmode.as_deref(), &s.host)?,
+            sslrootcert: s.sslrootcert.clone(),
+            connect_timeout: Duration::from_secs(10),
+            batch_size,
+        })
+    }
+
+    /// `user@host:port/dbname (sslmode)`, safe to log.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}@{}:{}/{} (sslmode {})",
+            self.user,
+            self.host,
+            self.port,
+            self.dbname,
+            self.sslmode.as_str()
+        )
+    }
+}
+
+/// Connects (TLS per [`SslMode`]) and returns a client whose connection runs
+/// on a background task.
+#[instrument(skip_all, fields(target = %settings.describe()), err(Display))]
+pub async fn connect(settings: &PgSettings) -> Result<Client, SinkError> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(&settings.host)
+        .port(settings.port)
+        .dbname(&settings.dbname)
+        .user(&settings.user)
+        .application_name("hxlog")
+        .connect_timeout(settings.connect_timeout)
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30));
+    if !settings.password.expose().is_empty() {
+        cfg.password(settings.password.expose());
+    }
+    let what = settings.describe();
+    let client = if settings.sslmode == SslMode::Disable {
+        cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        let (client, conn) = cfg.connect(NoTls).await.map_err(|e| classify(&e, &what))?;
+        spawn_connection(conn);
+        client
+    } else {
+        let mut b = native_tls::TlsConnector::builder();
+        match settings.sslmode {
+            SslMode::Prefer | SslMode::Require => {
+                b.danger_accept_invalid_certs(true)
+                    .danger_accept_invalid_hostnames(true);
+            }
+            SslMode::VerifyCa => {
+                b.danger_accept_invalid_hostnames(true);
+            }
+            SslMode::VerifyFull | SslMode::Disable => {}
+        }
+        if let Some(path) = &settings.sslrootcert {
+            let pem = std::fs::read(path).map_err(|e| {
+                SinkError::permanent(format!(
+                    "cannot read PG_DB_SSLROOTCERT {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
+                SinkError::permanent(format!(
+                    "PG_DB_SSLROOTCERT {} is not a PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
+            b.add_root_certificate(cert);
+        }
+        let connector = b
+            .build()
+            .map_err(|e| SinkError::permanent(format!("cannot set up TLS: {e}")))?;
+        cfg.ssl_mode(if settings.sslmode == SslMode::Prefer {
+            tokio_postgres::config::SslMode::Prefer
+        } else {
+            tokio_postgres::config::SslMode::Require
+        });
+        let tls = postgres_native_tls::MakeTlsConnector::new(connector);
+        let (client, conn) = cfg.connect(tls).await.map_err(|e| classify(&e, &what))?;
+        spawn_connection(conn);
+        client
+    };
+    Ok(client)
+}
+
+fn spawn_connection<F>(conn: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(sink = "postgres", error = %e, "connection closed");
+        }
+    });
+}
+
+/// Applies pending migrations under an advisory lock. Returns the names applied.
+pub async fn migrate(client: &mut Client) -> Result<Vec<&'static str>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS hxlog_migrations (\
+         version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let done: Vec<i32> = tx
+        .query("SELECT version FROM hxlog_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut applied = vec![];
+    for (version, name, sql) in MIGRATIONS {
+        if done.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO hxlog_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await?;
+        applied.push(*name);
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+const INSERT_SQL: &str = "INSERT INTO samples (sample_id, device_id, taken_at, source, \
+     t1, t2, t3, t4, t1_quality, t2_quality, t3_quality, t4_quality, readings, \
+     hot_effectiveness, cold_effectiveness, effectiveness, lmtd) \
+     SELECT u.id, u.dev, u.at, u.src, u.t1, u.t2, u.t3, u.t4, u.q1, u.q2, u.q3, u.q4, u.r::jsonb, \
+     u.he, u.ce, u.e, u.l \
+     FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], \
+     $5::float8[], $6::float8[], $7::float8[], $8::float8[], \
+     $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
+     $14::float8[], $15::float8[], $16::float8[], $17::float8[]) \
+     AS u(id, dev, at, src, t1, t2, t3, t4, q1, q2, q3, q4, r, he, ce, e, l) \
+     ON CONFLICT (sample_id) DO NOTHING";
+
+/// Column-wise buffers for one batch (UNNEST takes one array per column).
+#[derive(Default)]
+struct Columns {
+    id: Vec<uuid::Uuid>,
+    dev: Vec<String>,
+    at: Vec<SystemTime>,
+    src: Vec<&'static str>,
+    t: [Vec<Option<f64>>; 4],
+    q: [Vec<Option<&'static str>>; 4],
+    readings: Vec<String>,
+    he: Vec<Option<f64>>,
+    ce: Vec<Option<f64>>,
+    e: Vec<Option<f64>>,
+    l: Vec<Option<f64>>,
+}
+
+impl Columns {
+    fn from_batch(batch: &[Sample]) -> Columns {
+        let mut c = Columns::default();
+        for s in batch {
+            c.id.push(s.id);
+            c.dev.push(s.device_id.clone());
+            c.at.push(system_time(s.taken_at));
+            c.src.push(s.source.as_str());
+            for (i, role) in STANDARD_ROLES.iter().enumerate() {
+                let r = s.reading(role);
+                c.t[i].push(r.and_then(|r| r.celsius));
+                c.q[i].push(r.map(|r| r.quality.as_str()));
+            }
+            c.readings.push(readings_json(s));
+            c.he.push(s.efficiency.hot_effectiveness);
+            c.ce.push(s.efficiency.cold_effectiveness);
+            c.e.push(s.efficiency.effectiveness);
+            c.l.push(s.efficiency.lmtd);
+        }
+        c
+    }
+}
+
+fn system_time(t: jiff::Timestamp) -> SystemTime {
+    let d = Duration::new(
+        t.as_second().unsigned_abs(),
+        t.subsec_nanosecond().unsigned_abs(),
+    );
+    if t.as_second() >= 0 {
+        SystemTime::UNIX_EPOCH + d
+    } else {
+        SystemTime::UNIX_EPOCH - d
+    }
+}
+
+/// `{"T1": {"celsius": 61.25, "quality": "ok", "sensor_id": "28-…"}, …}` in role order.
+fn readings_json(s: &Sample) -> String {
+    let mut map = serde_json::Map::new();
+    for r in &s.readings {
+        let mut o = serde_json::Map::new();
+        o.insert("celsius".into(), r.celsius.into());
+        o.insert("quality".into(), r.quality.as_str().into());
+        if let Some(id) = &r.sensor_id {
+            o.insert("sensor_id".into(), id.as_str().into());
+        }
+        if let Some(reason) = &r.reason {
+            o.insert("reason".into(), reason.as_str().into());
+        }
+        map.insert(r.role.clone(), o.into());
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+/// The Postgres sink: holds one connection, reconnects after errors, migrates
+/// on first connect.
+pub struct PostgresSink {
+    settings: PgSettings,
+    conn: Option<(Client, Statement)>,
+}
+
+impl PostgresSink {
+    /// A sink that connects lazily on the first send.
+    pub fn new(settings: PgSettings) -> Self {
+        PostgresSink {
+            settings,
+            conn: None,
+        }
+    }
+
+    async fn ensure_connected(&mut self) -> Result<(), SinkError> {
+        if self.conn.as_ref().is_some_and(|(c, _)| !c.is_closed()) {
+            return Ok(());
+        }
+        self.conn = None;
+        let what = self.settings.describe();
+        let mut client = connect(&self.settings).await?;
+        let applied = migrate(&mut client)
+            .await
+            .map_err(|e| classify(&e, &what))?;
+        if !applied.is_empty() {
+            info!(sink = "postgres", migrations = ?applied, "applied Postgres schema migrations");
+        }
+        let stmt = client
+            .prepare(INSERT_SQL)
+            .await
+            .map_err(|e| classify(&e, &what))?;
+        info!(sink = "postgres", target = %what, "connected");
+        self.conn = Some((client, stmt));
+        Ok(())
+    }
+}
+
+impl Sink for PostgresSink {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn max_batch(&self) -> usize {
+        self.settings.batch_size
+    }
+
+    async fn send(&mut self, batch: &[Sample]) -> Result<(), SinkError> {
+        self.ensure_connected().await?;
+        let (client, stmt) = self.conn.as_ref().expect("connected above");
+        let c = Columns::from_batch(batch);
+        let result = client
+            .execute(
+                stmt,
+                &[
+                    &c.id,
+                    &c.dev,
+                    &c.at,
+                    &c.src,
+                    &c.t[0],
+                    &c.t[1],
+                    &c.t[2],
+                    &c.t[3],
+                    &c.q[0],
+                    &c.q[1],
+                    &c.q[2],
+                    &c.q[3],
+                    &c.readings,
+                    &c.he,
+                    &c.ce,
+                    &c.e,
+                    &c.l,
+                ],
+            )
+            .await;
+        match result {
+            Ok(inserted) => {
+                debug!(
+                    sink = "postgres",
+                    batch = batch.len(),
+                    inserted,
+                    "batch committed"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let err = classify(&e, &self.settings.describe());
+                if !matches!(err, SinkError::Rejected { .. }) {
+                    // Start from a fresh connection next time.
+                    self.conn = None;
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Classifies a tokio-postgres error: connection trouble, shutdowns,
+/// serialization failures and resource limits are transient; authentication,
+/// missing database, privileges and schema mismatches are permanent.
+pub fn classify(e: &tokio_postgres::Error, target: &str) -> SinkError {
+    let detail = error_text(e);
+    let Some(code) = e.code() else {
+        if detail.contains("TLS") || detail.contains("certificate") || detail.contains("ssl") {
+            return SinkError::permanent(format!(
+                "TLS to {target} failed: {detail}; check PG_DB_SSLMODE (verify-full checks the certificate against the OS store or PG_DB_SSLROOTCERT)"
+            ));
+        }
+        return SinkError::transient(format!("{target}: {detail}"));
+    };
+    let class = &code.code()[..2];
+    let transient = matches!(class, "08" | "53" | "57" | "40" | "55" | "58")
+        || *code == SqlState::QUERY_CANCELED;
+    if transient {
+        return SinkError::transient(format!("{target}: {detail} (SQLSTATE {})", code.code()));
+    }
+    let hint = match class {
+        "28" => "; check PG_DB_USER and PG_DB_PASSWORD in secrets.json",
+        "3D" => "; check PG_DB_NAME in secrets.json, or create the database",
+        "42" => {
+            "; the database schema or privileges do not match: run `hxlog migrate` as a user allowed to create tables"
+        }
+        _ => "",
+    };
+    warn!(sink = "postgres", sqlstate = code.code(), "permanent error");
+    SinkError::permanent(format!(
+        "{target}: {detail} (SQLSTATE {}){hint}",
+        code.code()
+    ))
+}
+
+fn error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(inner) = src {
+                s.push_str(": ");
+                s.push_str(&inner.to_string());
+                src = inner.source();
+            }
+            s
+        }
+    }
+}
+
+/// Connects and applies the schema (`hxlog migrate`).
+pub async fn migrate_now(settings: &PgSettings) -> anyhow::Result<Vec<&'static str>> {
+    let mut client = connect(settings)
+        .await
+        .with_context(|| format!("connecting to {}", settings.describe()))?;
+    migrate(&mut client)
+        .await
+        .map_err(|e| classify(&e, &settings.describe()))
+        .context("applying the Postgres schema")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_detection() {
+        for (host, local) in [
+            ("127.0.0.1", true),
+            ("127.1.2.3", true),
+            ("::1", true),
+            ("[::1]", true),
+            ("localhost", true),
+            ("/var/run/postgresql", true),
+            ("10.0.0.5", false),
+            ("db.example.com", false),
+            ("localhost.example.com", false),
+        ] {
+            assert_eq!(is_local(host), local, "{host}");
+        }
+    }
+
+    #[test]
+    fn sslmode_table() {
+        for (mode, host, expected) in [
+            (None, "127.0.0.1", Some(SslMode::Prefer)),
+            (None, "/run/postgresql", Some(SslMode::Prefer)),
+            (None, "pg.example.org", Some(SslMode::VerifyFull)),
+            (Some("disable"), "pg.example.org", Some(SslMode::Disable)),
+            (Some("REQUIRE"), "127.0.0.1", Some(SslMode::Require)),
+            (Some("verify-ca"), "x", Some(SslMode::VerifyCa)),
+            (Some("verify-full"), "127.0.0.1", Some(SslMode::VerifyFull)),
+            (Some("yes"), "x", None),
+        ] {
+            assert_eq!(
+                SslMode::resolve(mode, host).ok(),
+                expected,
+                "{mode:?} {host}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_never_show_the_password() {
+        let s = PgSettings {
+            host: "h".into(),
+            port: 5432,
+            dbname: "d".into(),
+            user: "u".into(),
+            password: Secret::new("s3cr3t-pw"),
+            sslmode: SslMode::Require,
+            sslrootcert: None,
+            connect_timeout: Duration::from_secs(1),
+            batch_size: 10,
+        };
+        let shown = format!("{s:?} {}", s.describe());
+        assert!(!shown.contains("s3cr3t-pw"), "{shown}");
+    }
+}
