@@ -120,6 +120,10 @@ impl W1Bus {
     /// one reading per role in mapping order, calibration applied to valid
     /// readings. Uses `therm_bulk_read` when allowed and writable, else each
     /// sensor's `w1_slave`. Never fails: a failed read is a missing reading.
+    ///
+    /// The cycle lasts as long as its slowest sensor (about one conversion,
+    /// plus one per retry); a read stuck in the kernel is bounded only by the
+    /// w1 driver's own timeouts.
     pub fn read_all(&self) -> Vec<Reading> {
         let mapping = &self.settings.mapping;
         if mapping.is_empty() {
@@ -278,6 +282,10 @@ impl W1Bus {
 
     /// Writes `trigger` to every master's `therm_bulk_read`. True when at
     /// least one trigger was accepted. Failures are logged (warn once, then debug).
+    ///
+    /// With several masters and only some triggers accepted, reading
+    /// `temperature` is still right everywhere: on a master that was not
+    /// triggered the driver simply converts that sensor on the read.
     fn trigger_bulk_read(&self) -> bool {
         let root = &self.settings.w1_root;
         let Ok(entries) = fs::read_dir(root) else {
@@ -1321,6 +1329,14 @@ mod tests {
             }
         }
         assert_eq!(readings[5].celsius, Some(85.0));
+        assert_eq!(
+            readings[0].reason.as_deref(),
+            Some(format!(
+                "{}: crc=57 NO (kernel CRC check failed; check wiring and the 4.7 kΩ pull-up) (3 attempts)",
+                tree.path("28-0000000000a1/w1_slave")
+            ))
+            .as_deref()
+        );
     }
 
     #[test]
