@@ -87,7 +87,7 @@ impl Efficiency {
 
 /// Log-mean of two terminal temperature differences (kelvin); `None` unless both are positive.
 pub fn lmtd(dt1: f64, dt2: f64) -> Option<f64> {
-    if !(dt1 > 0.0 && dt2 > 0.0) || !dt1.is_finite() || !dt2.is_finite() {
+    if !(dt1.is_finite() && dt2.is_finite()) || dt1 <= 0.0 || dt2 <= 0.0 {
         return None;
     }
     // Near-equal differences: the quotient tends to their common value; the
