@@ -52,7 +52,7 @@
 //!       },
 //!       "efficiency": {
 //!         "hot_effectiveness": null,
-//!         "cold_effectiveness": 0.5116279069767442,
+//!         "cold_effectiveness": 0.5029239766081871,
 //!         "effectiveness": null,
 //!         "lmtd": null
 //!       }
@@ -268,7 +268,8 @@ impl ConnectionString {
         };
         let mut url = reqwest::Url::parse(&self.endpoint).map_err(|e| bad(&e.to_string()))?;
         if let Some(p) = self.port {
-            url.set_port(Some(p)).map_err(|()| bad("cannot carry a port"))?;
+            url.set_port(Some(p))
+                .map_err(|()| bad("cannot carry a port"))?;
         }
         Ok(url)
     }
@@ -398,7 +399,9 @@ impl Serialize for WireReadings<'_> {
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
         for r in self.0 {
             let wire = WireReading {
-                celsius: r.celsius.filter(|_| r.quality == crate::sample::Quality::Ok),
+                celsius: r
+                    .celsius
+                    .filter(|_| r.quality == crate::sample::Quality::Ok),
                 quality: r.quality,
                 reason: r.reason.as_deref(),
             };
@@ -505,8 +508,7 @@ fn mint_token(key: &Secret, url: &str, now: Timestamp) -> Result<String, String>
 
 /// Base64url without padding (RFC 7515 §2), as JWTs use.
 fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -664,7 +666,8 @@ impl WebPubSubSink {
 
     /// Sends one message; the token is minted for exactly the URL sent.
     async fn send_message(&self, body: Vec<u8>) -> Result<reqwest::StatusCode, SinkError> {
-        let token = mint_token(&self.key, &self.url, Timestamp::now()).map_err(SinkError::permanent)?;
+        let token =
+            mint_token(&self.key, &self.url, Timestamp::now()).map_err(SinkError::permanent)?;
         let result = self
             .client
             .post(&self.url)
@@ -850,7 +853,12 @@ fn error_detail(status: reqwest::StatusCode, body: &str) -> String {
 /// The delay a 429/503 asks for: `retry-after-ms`, or `Retry-After` in seconds
 /// or as an HTTP date.
 fn retry_after(headers: &reqwest::header::HeaderMap, now: Timestamp) -> Option<Duration> {
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<u64>().ok()) {
         return Some(Duration::from_millis(ms));
     }
@@ -884,7 +892,11 @@ mod tests {
 
     fn sample(i: i64, source: Source) -> Sample {
         let readings = vec![
-            Reading::ok("T1", Some("28-000000000001".into()), 61.25 + i as f64 * 0.01),
+            Reading::ok(
+                "T1",
+                Some("28-000000000001".into()),
+                61.25 + i as f64 * 0.01,
+            ),
             Reading::missing("T2", None, Quality::CrcNo, "kernel reported crc=.. NO"),
             Reading::ok("T3", None, 18.5),
             Reading::ok("T4", None, 40.0),
@@ -921,7 +933,10 @@ mod tests {
             assert!(!text.contains(&token), "a token leaked: {text}");
             // not even its signature
             let signature = token.rsplit('.').next().unwrap();
-            assert!(!text.contains(signature), "a token signature leaked: {text}");
+            assert!(
+                !text.contains(signature),
+                "a token signature leaked: {text}"
+            );
         }
     }
 
@@ -988,13 +1003,28 @@ mod tests {
             ("".into(), Err(E::Empty)),
             ("  ;; ".into(), Err(E::Missing("Endpoint"))),
             (format!("AccessKey={KEY}"), Err(E::Missing("Endpoint"))),
-            (format!("Endpoint=;AccessKey={KEY}"), Err(E::Missing("Endpoint"))),
-            (format!("Endpoint={azure};Version=1.0"), Err(E::Missing("AccessKey"))),
-            (format!("Endpoint={azure};AccessKey="), Err(E::Missing("AccessKey"))),
+            (
+                format!("Endpoint=;AccessKey={KEY}"),
+                Err(E::Missing("Endpoint")),
+            ),
+            (
+                format!("Endpoint={azure};Version=1.0"),
+                Err(E::Missing("AccessKey")),
+            ),
+            (
+                format!("Endpoint={azure};AccessKey="),
+                Err(E::Missing("AccessKey")),
+            ),
             // a part without `=` is not echoed: it may be the key itself
-            (format!("Endpoint={azure};AccessKey:hunter2"), Err(E::Malformed(2))),
+            (
+                format!("Endpoint={azure};AccessKey:hunter2"),
+                Err(E::Malformed(2)),
+            ),
             // a key pasted without its name is an unknown key: ignored, never echoed
-            (format!("Endpoint={azure};{KEY}"), Err(E::Missing("AccessKey"))),
+            (
+                format!("Endpoint={azure};{KEY}"),
+                Err(E::Missing("AccessKey")),
+            ),
             (
                 format!("Endpoint={azure};AccessKey={KEY};accesskey={KEY}"),
                 Err(E::Duplicate("accesskey".into())),
@@ -1056,7 +1086,10 @@ mod tests {
         ] {
             let e = ConnectionString::parse(input).unwrap_err().to_string();
             assert!(e.contains(needle), "{input}: {e}");
-            assert!(e.starts_with(char::is_lowercase) && !e.ends_with('.'), "{e}");
+            assert!(
+                e.starts_with(char::is_lowercase) && !e.ends_with('.'),
+                "{e}"
+            );
         }
     }
 
@@ -1127,7 +1160,9 @@ mod tests {
                 group: group.map(str::to_string),
                 ..WebPubSubSettings::default()
             };
-            let conn: ConnectionString = format!("Endpoint=https://h;AccessKey={KEY}").parse().unwrap();
+            let conn: ConnectionString = format!("Endpoint=https://h;AccessKey={KEY}")
+                .parse()
+                .unwrap();
             let got = WebPubSubSink::new(conn, settings);
             assert_eq!(got.is_ok(), ok, "{hub:?} {group:?}: {got:?}");
             if let Err(e) = got {
@@ -1138,7 +1173,9 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_key() {
-        let conn: ConnectionString = format!("Endpoint=https://h;AccessKey={KEY}").parse().unwrap();
+        let conn: ConnectionString = format!("Endpoint=https://h;AccessKey={KEY}")
+            .parse()
+            .unwrap();
         let sink = WebPubSubSink::new(conn.clone(), WebPubSubSettings::default()).unwrap();
         for text in [
             format!("{conn:?}"),
@@ -1219,7 +1256,10 @@ mod tests {
             &validation,
         )
         .unwrap();
-        assert_eq!(data.claims, serde_json::json!({"aud": url, "exp": 1_800_000_060}));
+        assert_eq!(
+            data.claims,
+            serde_json::json!({"aud": url, "exp": 1_800_000_060})
+        );
         assert_eq!(data.header.kid, None);
         let wrong = jsonwebtoken::decode::<serde_json::Value>(
             &token,
@@ -1231,6 +1271,7 @@ mod tests {
 
     // --- messages ------------------------------------------------------------
 
+    /// The sample of the module documentation's example: keep the two in step.
     #[test]
     fn message_schema() {
         let mut s = sample(0, Source::Mock);
@@ -1256,7 +1297,7 @@ mod tests {
                 },
                 "efficiency": {
                     "hot_effectiveness": null,
-                    "cold_effectiveness": s.efficiency.cold_effectiveness,
+                    "cold_effectiveness": 0.5029239766081871,
                     "effectiveness": null,
                     "lmtd": null
                 }
@@ -1265,13 +1306,22 @@ mod tests {
         assert_eq!(got, expected);
         // key order on the wire: roles in mapping order, fields as documented
         let text = String::from_utf8(messages[0].clone()).unwrap();
-        let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} in {text}"));
-        assert!(at("\"T1\"") < at("\"T2\"") && at("\"T2\"") < at("\"T3\"") && at("\"T3\"") < at("\"T4\""));
+        let at = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {text}"))
+        };
+        assert!(
+            at("\"T1\"") < at("\"T2\"")
+                && at("\"T2\"") < at("\"T3\"")
+                && at("\"T3\"") < at("\"T4\"")
+        );
         assert!(at("\"type\"") < at("\"version\"") && at("\"version\"") < at("\"samples\""));
         wps_server::check_message(&got).unwrap();
         // real sensors are not marked mock
-        let w1: serde_json::Value =
-            serde_json::from_slice(&encode_messages(&[sample(1, Source::W1)], MAX_MESSAGE_BYTES)[0]).unwrap();
+        let w1: serde_json::Value = serde_json::from_slice(
+            &encode_messages(&[sample(1, Source::W1)], MAX_MESSAGE_BYTES)[0],
+        )
+        .unwrap();
         assert_eq!(w1["samples"][0]["source"], "w1");
         assert_eq!(w1["samples"][0]["mock"], false);
         assert!(encode_messages(&[], MAX_MESSAGE_BYTES).is_empty());
@@ -1281,7 +1331,16 @@ mod tests {
     fn batches_split_into_messages_under_the_limit_in_order() {
         let batch = samples(2000);
         let one = encode_messages(&batch[..1], usize::MAX)[0].len();
-        for max_bytes in [1, one, one + 1, 2 * one, 4096, 64 * 1024, MAX_MESSAGE_BYTES, usize::MAX] {
+        for max_bytes in [
+            1,
+            one,
+            one + 1,
+            2 * one,
+            4096,
+            64 * 1024,
+            MAX_MESSAGE_BYTES,
+            usize::MAX,
+        ] {
             let messages = encode_messages(&batch, max_bytes);
             let mut got = Vec::new();
             for m in &messages {
@@ -1293,16 +1352,28 @@ mod tests {
                     "max {max_bytes}: a message of {n} samples has {} bytes",
                     m.len()
                 );
-                got.extend(v["samples"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()));
+                got.extend(
+                    v["samples"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|s| s["id"].as_str().unwrap().to_string()),
+                );
             }
             assert_eq!(got, ids(&batch), "max {max_bytes}: every id once, in order");
             // packing is tight: no two neighbours would have fitted together
             for pair in messages.windows(2) {
-                assert!(pair[0].len() + one > max_bytes, "max {max_bytes}: under-packed");
+                assert!(
+                    pair[0].len() + one > max_bytes,
+                    "max {max_bytes}: under-packed"
+                );
             }
         }
         let at_limit = encode_messages(&batch, MAX_MESSAGE_BYTES);
-        assert!(at_limit.len() > 1, "2,000 samples need more than one 256 KiB message");
+        assert!(
+            at_limit.len() > 1,
+            "2,000 samples need more than one 256 KiB message"
+        );
     }
 
     // --- error classification ----------------------------------------------
@@ -1313,10 +1384,19 @@ mod tests {
         for (headers, expected) in [
             (vec![("retry-after", "7")], Some(Duration::from_secs(7))),
             (vec![("retry-after", " 0 ")], Some(Duration::ZERO)),
-            (vec![("retry-after", "Sun, 06 Nov 1994 08:50:07 GMT")], Some(Duration::from_secs(30))),
-            (vec![("retry-after", "Sun, 06 Nov 1994 08:49:00 GMT")], Some(Duration::ZERO)),
+            (
+                vec![("retry-after", "Sun, 06 Nov 1994 08:50:07 GMT")],
+                Some(Duration::from_secs(30)),
+            ),
+            (
+                vec![("retry-after", "Sun, 06 Nov 1994 08:49:00 GMT")],
+                Some(Duration::ZERO),
+            ),
             (vec![("retry-after", "soon")], None),
-            (vec![("retry-after-ms", "1500"), ("retry-after", "9")], Some(Duration::from_millis(1500))),
+            (
+                vec![("retry-after-ms", "1500"), ("retry-after", "9")],
+                Some(Duration::from_millis(1500)),
+            ),
             (vec![], None),
         ] {
             let mut map = reqwest::header::HeaderMap::new();
@@ -1357,14 +1437,20 @@ mod tests {
     fn error_details() {
         let s = reqwest::StatusCode::BAD_REQUEST;
         for (body, expected) in [
-            (r#"{"error":{"code":"C","message":"M"}}"#, "400 Bad Request: C: M"),
+            (
+                r#"{"error":{"code":"C","message":"M"}}"#,
+                "400 Bad Request: C: M",
+            ),
             (r#"{"error":{"message":"M"}}"#, "400 Bad Request: M"),
             ("", "400 Bad Request"),
             ("plain text", "400 Bad Request: plain text"),
         ] {
             assert_eq!(error_detail(s, body), expected);
         }
-        assert_eq!(error_detail(s, &"x".repeat(1000)).len(), "400 Bad Request: ".len() + 200);
+        assert_eq!(
+            error_detail(s, &"x".repeat(1000)).len(),
+            "400 Bad Request: ".len() + 200
+        );
     }
 
     #[test]
@@ -1374,22 +1460,38 @@ mod tests {
         for (state, server, expected) in [
             (ClockState::Unknown, None, None),
             (ClockState::Synchronised, None, None),
-            (ClockState::Unsynchronised, None, Some(CLOCK_HINT.to_string())),
+            (
+                ClockState::Unsynchronised,
+                None,
+                Some(CLOCK_HINT.to_string()),
+            ),
             (ClockState::Unknown, at(5), None),
             (ClockState::Unknown, at(-30), None),
             (
                 ClockState::Unknown,
                 at(3600),
-                Some(format!("the system clock is 3600 s behind the service's; {CLOCK_HINT}")),
+                Some(format!(
+                    "the system clock is 3600 s behind the service's; {CLOCK_HINT}"
+                )),
             ),
             (
                 ClockState::Synchronised,
                 at(-120),
-                Some(format!("the system clock is 120 s ahead of the service's; {CLOCK_HINT}")),
+                Some(format!(
+                    "the system clock is 120 s ahead of the service's; {CLOCK_HINT}"
+                )),
             ),
-            (ClockState::Unsynchronised, at(0), Some(CLOCK_HINT.to_string())),
+            (
+                ClockState::Unsynchronised,
+                at(0),
+                Some(CLOCK_HINT.to_string()),
+            ),
         ] {
-            assert_eq!(clock_hint(state, server, now), expected, "{state:?} {server:?}");
+            assert_eq!(
+                clock_hint(state, server, now),
+                expected,
+                "{state:?} {server:?}"
+            );
         }
         assert_eq!(
             parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
@@ -1424,7 +1526,8 @@ mod tests {
     #[tokio::test]
     async fn the_fake_refuses_bad_tokens() {
         let server = wps_server::start(HUB, KEY).await;
-        let conn = ConnectionString::parse(&server.connection_string().replace(KEY, "not-the-key")).unwrap();
+        let conn = ConnectionString::parse(&server.connection_string().replace(KEY, "not-the-key"))
+            .unwrap();
         let mut sink = WebPubSubSink::new(conn, settings(None)).unwrap();
         let e = sink.send(&samples(1)).await.unwrap_err();
         assert_eq!(e.class(), "permanent", "{e}");
@@ -1432,8 +1535,15 @@ mod tests {
         assert!(server.accepted_ids().is_empty());
         // a hub the fake does not serve is a 400
         let conn = ConnectionString::parse(&server.connection_string()).unwrap();
-        let other = WebPubSubSettings { hub: "other".into(), ..settings(None) };
-        let e = WebPubSubSink::new(conn, other).unwrap().send(&samples(1)).await.unwrap_err();
+        let other = WebPubSubSettings {
+            hub: "other".into(),
+            ..settings(None)
+        };
+        let e = WebPubSubSink::new(conn, other)
+            .unwrap()
+            .send(&samples(1))
+            .await
+            .unwrap_err();
         assert_eq!(e.class(), "rejected", "{e}");
         assert_no_secret(&e.to_string(), Some(&server));
     }
@@ -1445,7 +1555,9 @@ mod tests {
         for (fault, class, retry, needle) in [
             (Fault::Unavailable, "transient", None, "ServiceUnavailable"),
             (
-                Fault::TooManyRequests { retry_after_secs: 7 },
+                Fault::TooManyRequests {
+                    retry_after_secs: 7,
+                },
                 "transient",
                 Some(Duration::from_secs(7)),
                 "TooManyRequests",
@@ -1465,7 +1577,10 @@ mod tests {
             let text = e.to_string();
             assert!(text.contains(needle), "{fault:?}: {text}");
             assert!(!text.contains("NTP"), "{fault:?}: {text}");
-            assert!(text.starts_with(char::is_lowercase) && !text.ends_with('.'), "{text}");
+            assert!(
+                text.starts_with(char::is_lowercase) && !text.ends_with('.'),
+                "{text}"
+            );
             assert_no_secret(&format!("{e} {e:?}"), Some(&server));
             if let SinkError::Transient { retry_after, .. } = &e {
                 assert_eq!(*retry_after, retry, "{fault:?}");
@@ -1491,7 +1606,11 @@ mod tests {
             server.inject(Fault::Unauthorized, 1);
             let e = sink.send(&samples(1)).await.unwrap_err();
             assert_eq!(e.class(), "permanent");
-            assert_eq!(e.to_string().contains("no NTP yet"), mentions_ntp, "{state:?}: {e}");
+            assert_eq!(
+                e.to_string().contains("no NTP yet"),
+                mentions_ntp,
+                "{state:?}: {e}"
+            );
             assert_no_secret(&e.to_string(), Some(&server));
         }
     }
@@ -1505,7 +1624,13 @@ mod tests {
         server.stop().await;
         let e = sink.send(&samples(1)).await.unwrap_err();
         assert_eq!(e.class(), "transient", "{e}");
-        assert!(matches!(e, SinkError::Transient { retry_after: None, .. }));
+        assert!(matches!(
+            e,
+            SinkError::Transient {
+                retry_after: None,
+                ..
+            }
+        ));
         assert_no_secret(&format!("{e} {e:?}"), Some(&server));
         server.restart().await;
         let again = samples(1);
@@ -1517,7 +1642,13 @@ mod tests {
     async fn a_slow_answer_past_the_timeout_is_transient() {
         let server = wps_server::start(HUB, KEY).await;
         let timeout = Duration::from_millis(300);
-        let mut sink = sink_for(&server, WebPubSubSettings { timeout, ..settings(None) });
+        let mut sink = sink_for(
+            &server,
+            WebPubSubSettings {
+                timeout,
+                ..settings(None)
+            },
+        );
         server.inject(Fault::Delay(Duration::from_secs(5)), 1);
         let e = sink.send(&samples(1)).await.unwrap_err();
         assert_eq!(e.class(), "transient", "{e}");
@@ -1548,10 +1679,11 @@ mod tests {
         let batch = samples(40);
         let messages = encode_messages(&batch, sink.max_message_bytes);
         assert!(messages.len() >= 3);
-        let first_len = serde_json::from_slice::<serde_json::Value>(&messages[0]).unwrap()["samples"]
-            .as_array()
-            .unwrap()
-            .len();
+        let first_len =
+            serde_json::from_slice::<serde_json::Value>(&messages[0]).unwrap()["samples"]
+                .as_array()
+                .unwrap()
+                .len();
         // message 1 passes, message 2 meets a 503
         server.inject(Fault::Delay(Duration::ZERO), 1);
         server.inject(Fault::Unavailable, 1);
@@ -1561,6 +1693,9 @@ mod tests {
         assert_eq!(server.accepted_ids(), ids(&batch[..first_len]));
         // at least once: the resend repeats message 1, subscribers dedupe on id
         sink.send(&batch).await.unwrap();
-        assert_eq!(server.accepted_ids(), [ids(&batch[..first_len]), ids(&batch)].concat());
+        assert_eq!(
+            server.accepted_ids(),
+            [ids(&batch[..first_len]), ids(&batch)].concat()
+        );
     }
 }

@@ -218,7 +218,11 @@ impl TestServer {
     /// "connection refused". Waits (up to 5 s, then aborts) for in-flight
     /// requests to finish. Does nothing if already stopped.
     pub async fn stop(&self) {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(Running { shutdown, mut task }) = running {
             let _ = shutdown.send(());
             if tokio::time::timeout(Duration::from_secs(5), &mut task)
@@ -427,7 +431,8 @@ fn parse_path(path: &str, hub: &str) -> Result<Option<String>, String> {
             "this fake serves hub {hub:?}, not {got_hub:?} (path {path})"
         ));
     }
-    let name_ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let name_ok =
+        |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !got_hub.starts_with(|c: char| c.is_ascii_alphabetic()) || !name_ok(got_hub) {
         return Err(format!("invalid hub name {got_hub:?}"));
     }
@@ -482,7 +487,10 @@ fn check_token(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Result<(), St
 pub fn check_message(v: &Value) -> Result<(), String> {
     let obj = v.as_object().ok_or("the message is not a JSON object")?;
     if obj.get("type") != Some(&json!("hxlog.samples")) {
-        return Err(format!("type must be \"hxlog.samples\", got {:?}", obj.get("type")));
+        return Err(format!(
+            "type must be \"hxlog.samples\", got {:?}",
+            obj.get("type")
+        ));
     }
     if obj.get("version") != Some(&json!(1)) {
         return Err(format!("version must be 1, got {:?}", obj.get("version")));
@@ -555,7 +563,11 @@ fn check_sample(s: &Value) -> Result<(), String> {
     ] {
         match efficiency.get(name) {
             Some(Value::Number(_) | Value::Null) => {}
-            other => return Err(format!("efficiency.{name} must be a number or null, got {other:?}")),
+            other => {
+                return Err(format!(
+                    "efficiency.{name} must be a number or null, got {other:?}"
+                ));
+            }
         }
     }
     Ok(())
