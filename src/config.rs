@@ -4,7 +4,7 @@
 //!
 //! Also reads the seed files the old Python tool's users keep:
 //! `devicenames.json` (`{"T1": "28-…", …}`) and `secrets.json`. Secrets are
-//! wrapped in [`Secret`], whose `Debug` and `Display` never show the value.
+//! wrapped in [`Secret`], whose `Debug` and `Display` never show the value (`<redacted>`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -379,7 +379,7 @@ pub fn is_sensor_id(id: &str) -> bool {
         && serial.chars().all(|c| c.is_ascii_hexdigit())
 }
 
-/// A secret string: `Debug` and `Display` print `***`.
+/// A secret string: `Debug` and `Display` print `<redacted>`.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -396,13 +396,13 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
+        f.write_str("<redacted>")
     }
 }
 
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
+        f.write_str("<redacted>")
     }
 }
 

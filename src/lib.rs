@@ -3,9 +3,12 @@
 //! Data flows one way: [`sensors`] → [`outbox`] → [`forward`] → [`sinks`].
 //! See `ARCHITECTURE.md` for the map.
 
+pub mod cli;
 pub mod config;
 pub mod efficiency;
 pub mod forward;
+pub mod logging;
+pub mod notify;
 pub mod outbox;
 pub mod sample;
 pub mod sensors;

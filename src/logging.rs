@@ -3,7 +3,7 @@
 //! reopened when logrotate moves it away.
 //!
 //! Secrets never reach a log: every secret is a [`crate::config::Secret`],
-//! whose `Debug`/`Display` print `***`.
+//! whose `Debug`/`Display` print `<redacted>`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -127,6 +127,9 @@ mod tests {
         std::fs::rename(&path, dir.path().join("hxlog.log.1")).unwrap();
         f.make_writer().write_all(b"two\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
-        assert_eq!(std::fs::read_to_string(dir.path().join("hxlog.log.1")).unwrap(), "one\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("hxlog.log.1")).unwrap(),
+            "one\n"
+        );
     }
 }

@@ -79,6 +79,7 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 use tracing::debug;
 
+use crate::config::Secret;
 use crate::efficiency::Efficiency;
 use crate::sample::{Reading, Sample, Source};
 use crate::sinks::{Sink, SinkError};
@@ -117,29 +118,6 @@ const CLOCK_HINT: &str = "the system clock may not be synchronised (no NTP yet);
 
 // ---------------------------------------------------------------------------
 // Connection string
-
-/// A secret string (the access key). Its `Debug` never shows the value and it
-/// has no `Display`; read it with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself. Never log or format the result.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
 
 /// A parsed Web PubSub connection string
 /// (`Endpoint=https://<name>.webpubsub.azure.com;AccessKey=<key>;Version=1.0;`).
@@ -240,7 +218,7 @@ impl ConnectionString {
         let endpoint = normalise_endpoint(&endpoint, port)?;
         Ok(ConnectionString {
             endpoint,
-            access_key: Secret(access_key),
+            access_key: Secret::new(access_key),
             port,
         })
     }
