@@ -4,6 +4,7 @@
 //! See `ARCHITECTURE.md` for the map.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod efficiency;
 pub mod forward;
@@ -11,6 +12,7 @@ pub mod logging;
 pub mod notify;
 pub mod outbox;
 pub mod sample;
+pub mod sampler;
 pub mod sensors;
 pub mod sinks;
 pub mod when;

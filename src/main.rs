@@ -1,1 +1,17 @@
-fn main() {}
+//! The `hxlog` binary: parse arguments, run, map the error chain to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = hxlog::cli::Cli::parse();
+    match hxlog::commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "fatal");
+            eprintln!("hxlog: error: {e:#}");
+            ExitCode::from(hxlog::commands::EXIT_FAILURE)
+        }
+    }
+}

@@ -209,7 +209,8 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// Builds a sample, minting a fresh key and computing the efficiency.
+    /// Builds a sample, minting a fresh key and computing the efficiency;
+    /// `taken_at` is truncated to microseconds (what every store keeps).
     ///
     /// ```
     /// use hxlog::sample::{Reading, Sample, Source};
@@ -229,6 +230,8 @@ impl Sample {
         readings: Vec<Reading>,
     ) -> Self {
         let efficiency = Efficiency::from_readings(&readings);
+        // The outbox and every sink keep microseconds: so does the sample.
+        let taken_at = Timestamp::from_microsecond(taken_at.as_microsecond()).unwrap_or(taken_at);
         Sample {
             id: new_key(taken_at),
             device_id: device_id.into(),

@@ -522,7 +522,7 @@ const COLUMNS: &str = "seq, id, device_id, taken_at_us, source, readings, \
      hot_effectiveness, cold_effectiveness, effectiveness, lmtd";
 
 const INSERT_SQL: &str = "INSERT INTO samples (id, device_id, taken_at_us, source, readings, \
-     hot_effectiveness, cold_effectiveness, effectiveness, lmtd) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+     hot_effectiveness, cold_effectiveness, effectiveness, lmtd) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING";
 
 fn bind_and_insert(stmt: &mut rusqlite::CachedStatement<'_>, s: &Sample) -> anyhow::Result<()> {
     let readings = serde_json::to_string(&s.readings)?;

@@ -36,7 +36,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(
 )];
 
 /// Advisory lock key serialising migrations across devices (`hxlog` in ASCII).
-const MIGRATION_LOCK: i64 = 0x6878_6c6f_67;
+const MIGRATION_LOCK: i64 = 0x68_786c_6f67;
 
 /// libpq-style TLS modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,194 @@
+//! The subcommands: each wires config, sensors, outbox, forwarder and sinks
+//! together for one use. This is the top of the dependency graph; nothing
+//! imports it but `main`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cli::{Cli, Command, SinkName};
+use crate::config::{Config, Secrets};
+use crate::outbox::{Outbox, SharedOutbox};
+use crate::sample::{STANDARD_ROLES, Source};
+use crate::sensors::Sensors;
+use crate::sinks::postgres::{PgSettings, PostgresSink};
+use crate::sinks::webpubsub::{ConnectionString, WebPubSubSettings, WebPubSubSink};
+
+mod export;
+mod replay;
+mod run;
+mod sensors;
+mod simulate;
+mod status;
+
+/// Exit code when a sample or delivery could not be made (the error says why).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for configuration problems.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Parses nothing, decides nothing: loads the config, sets up logging and runs
+/// the command on a tokio runtime.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    crate::logging::init(
+        cli.log_format,
+        &config.log_level,
+        config.log_file.as_deref(),
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run => run::run(&config).await,
+            Command::Sample { json } => run::sample_once(&config, json).await,
+            Command::Export {
+                since,
+                until,
+                format,
+                output,
+            } => export::export(&config, &since, until.as_deref(), format, output.as_deref()),
+            Command::Replay {
+                since,
+                until,
+                sink,
+                give_up_after,
+            } => {
+                replay::replay(
+                    &config,
+                    since.as_deref(),
+                    until.as_deref(),
+                    sink,
+                    &give_up_after,
+                )
+                .await
+            }
+            Command::Status { json } => status::status(&config, json),
+            Command::Sensors { json } => sensors::sensors(&config, json),
+            Command::Simulate { count, interval } => simulate::simulate(&config, count, &interval),
+            Command::Migrate => replay::migrate(&config).await,
+        }
+    })
+}
+
+/// Opens (creating) the outbox of `config`.
+fn open_outbox(config: &Config) -> anyhow::Result<Outbox> {
+    Outbox::open(&config.outbox_path(), config.synchronous)
+}
+
+/// The sensors `config` asks for. On a real bus without a mapping, an error
+/// that says how to write one.
+fn build_sensors(config: &Config) -> anyhow::Result<Sensors> {
+    match config.effective_source() {
+        Source::Mock => Ok(Sensors::mock(&config.sensors, mock_seed(&config.device_id))),
+        Source::W1 => {
+            if config.sensors.mapping.is_empty() {
+                anyhow::bail!(
+                    "no devicenames.json found: map roles to sensor ids ({{\"T1\": \"28-…\", \"T2\": …}}) and set \"devicenames\" in the config; `hxlog sensors` lists the ids on the bus (or set USE_MOCK_SENSORS=true to simulate)"
+                );
+            }
+            Ok(Sensors::w1(&config.sensors))
+        }
+    }
+}
+
+fn mock_seed(device_id: &str) -> u64 {
+    device_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// The roles of the export columns: the mapping's, else T1..T4.
+fn roles(config: &Config) -> Vec<String> {
+    if config.sensors.mapping.is_empty() {
+        STANDARD_ROLES.iter().map(|r| r.to_string()).collect()
+    } else {
+        config.sensors.roles()
+    }
+}
+
+/// The sinks configured in `secrets.json`, optionally only one of them.
+#[derive(Default)]
+struct SinkSet {
+    postgres: Option<PostgresSink>,
+    webpubsub: Option<WebPubSubSink>,
+}
+
+impl SinkSet {
+    fn build(
+        config: &Config,
+        secrets: &Secrets,
+        only: Option<SinkName>,
+    ) -> anyhow::Result<SinkSet> {
+        let file = secrets
+            .file
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "secrets.json".into());
+        let mut set = SinkSet::default();
+        if only.is_none_or(|s| s == SinkName::Postgres)
+            && let Some(pg) = &secrets.postgres
+        {
+            let settings = PgSettings::from_secrets(pg, config.postgres_batch_size)
+                .with_context(|| format!("secrets file {file}"))?;
+            set.postgres = Some(PostgresSink::new(settings));
+        }
+        if only.is_none_or(|s| s == SinkName::Webpubsub)
+            && let Some(conn) = &secrets.webpubsub
+        {
+            let conn = ConnectionString::parse(conn.expose()).map_err(|e| {
+                anyhow::anyhow!("secrets file {file}: AZURE_WEBPUBSUB_CONNECTION_STRING: {e}")
+            })?;
+            let settings = WebPubSubSettings {
+                hub: config.webpubsub_hub.clone(),
+                group: config.webpubsub_group.clone(),
+                timeout: config.webpubsub_timeout,
+            };
+            set.webpubsub =
+                Some(WebPubSubSink::new(conn, settings).context("Web PubSub settings")?);
+        }
+        Ok(set)
+    }
+
+    fn names(&self) -> Vec<&'static str> {
+        let mut v = vec![];
+        if self.postgres.is_some() {
+            v.push("postgres");
+        }
+        if self.webpubsub.is_some() {
+            v.push("webpubsub");
+        }
+        v
+    }
+}
+
+/// Names of the sinks configured (without building them), for `status` and pruning.
+fn configured_sink_names(secrets: &Secrets) -> Vec<&'static str> {
+    let mut v = vec![];
+    if secrets.postgres.is_some() {
+        v.push("postgres");
+    }
+    if secrets.webpubsub.is_some() {
+        v.push("webpubsub");
+    }
+    v
+}
+
+/// A second connection to the outbox for one forwarder.
+fn forwarder_outbox(config: &Config) -> anyhow::Result<SharedOutbox> {
+    Ok(SharedOutbox::new(open_outbox(config)?))
+}
+
+/// Formats a duration for humans (`3m 20s`).
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d {}h", s / 86400, (s % 86400) / 3600),
+    }
+}

@@ -1,0 +1,184 @@
+//! `hxlog run` (sample and forward until stopped) and `hxlog sample` (one sample).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::{SinkSet, build_sensors, forwarder_outbox, open_outbox};
+use crate::config::{Config, Secrets};
+use crate::forward::{ForwardOptions, Mode, forward};
+use crate::outbox::{Outbox, SharedOutbox};
+use crate::sample::Source;
+use crate::sampler::{LoopOptions, Sampler, run_loop, summary};
+use crate::sensors::Sensors;
+
+/// Samples every interval and forwards to every configured sink until SIGTERM/Ctrl-C.
+pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
+    let secrets = Secrets::load(config.secrets.as_deref())?;
+    let sinks = SinkSet::build(config, &secrets, None)?;
+    let outbox = open_outbox(config)?;
+    let sensors = build_sensors(config)?;
+    check_sources(&outbox, sensors.source());
+    log_bus(config, &sensors);
+    let sink_names = sinks.names();
+    info!(
+        device_id = %config.device_id,
+        source = %sensors.source(),
+        source_from = %config.source_origin,
+        interval = ?config.interval,
+        outbox = %outbox.path().display(),
+        sinks = ?sink_names,
+        "hxlog starting"
+    );
+    if sink_names.is_empty() {
+        warn!(
+            "no sink configured (no PG_DB_HOST or AZURE_WEBPUBSUB_CONNECTION_STRING in secrets.json): samples stay in the outbox"
+        );
+    }
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+
+    let mut wakes = vec![];
+    let mut tasks = JoinSet::new();
+    let mut spawn = |opts: ForwardOptions| {
+        wakes.push(opts.wake.clone());
+        opts
+    };
+    if let Some(pg) = sinks.postgres {
+        let opts = spawn(ForwardOptions::new(
+            Mode::Follow,
+            config.retry_max,
+            shutdown.clone(),
+        ));
+        tasks.spawn(forward(pg, forwarder_outbox(config)?, opts));
+    }
+    if let Some(wps) = sinks.webpubsub {
+        let opts = spawn(ForwardOptions::new(
+            Mode::Follow,
+            config.retry_max,
+            shutdown.clone(),
+        ));
+        tasks.spawn(forward(wps, forwarder_outbox(config)?, opts));
+    }
+
+    let sampler = Sampler::new(sensors, config.device_id.clone(), SharedOutbox::new(outbox));
+    crate::notify::ready("sampling");
+    let result = run_loop(
+        sampler,
+        LoopOptions {
+            interval: config.interval,
+            shutdown: shutdown.clone(),
+            wakes,
+            retention: config.retention,
+            sinks: sink_names,
+        },
+    )
+    .await;
+    shutdown.cancel();
+    crate::notify::stopping();
+    info!("stopping: waiting for the forwarders to finish their batch in flight");
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => error!(error = %format!("{e:#}"), "forwarder failed"),
+                Err(e) => error!(error = %e, "forwarder task panicked"),
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!("forwarders did not stop in time; undelivered batches will be resent next start");
+    }
+    result?;
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Takes exactly one sample, commits it and prints it.
+pub async fn sample_once(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let outbox = open_outbox(config)?;
+    let sensors = build_sensors(config)?;
+    check_sources(&outbox, sensors.source());
+    log_bus(config, &sensors);
+    let mut sampler = Sampler::new(sensors, config.device_id.clone(), SharedOutbox::new(outbox));
+    let sample = sampler.read().await?;
+    let seq = sampler.write(sample.clone()).await?;
+    if json {
+        let stored = crate::outbox::Stored { seq, sample };
+        println!("{}", super::export::sample_json(&stored));
+    } else {
+        println!(
+            "{} {} {}",
+            sample.taken_at,
+            sample.device_id,
+            summary(&sample)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Warns when this run's source differs from the outbox's newest sample (mock
+/// and real data are never mixed silently).
+fn check_sources(outbox: &Outbox, now: Source) {
+    if let Ok(Some(last)) = outbox.last()
+        && last.sample.source != now
+    {
+        warn!(
+            previous = %last.sample.source,
+            now = %now,
+            "the outbox already holds {} samples and this run writes {} samples; every sample is marked with its source (see export's source column)",
+            last.sample.source,
+            now
+        );
+    }
+}
+
+/// Logs what the bus looks like at start: missing mapped sensors, phantom
+/// devices, parasite power.
+fn log_bus(config: &Config, sensors: &Sensors) {
+    let Sensors::W1(bus) = sensors else {
+        info!(source_from = %config.source_origin, "using the simulated heat exchanger: every sample is marked mock");
+        return;
+    };
+    match bus.scan() {
+        Err(e) => {
+            warn!(w1_root = %config.sensors.w1_root.display(), error = %e, "cannot scan the 1-Wire bus; run scripts/w1_diagnostic.sh")
+        }
+        Ok(scan) => {
+            for (role, id) in &scan.missing_mapped {
+                warn!(role, sensor = %id, "mapped sensor is not on the bus; it is recorded as missing (not_found) each cycle");
+            }
+            if !scan.phantoms.is_empty() {
+                warn!(phantoms = ?scan.phantoms, "phantom 00-… devices on the bus (wiring or pull-up trouble); run scripts/w1_diagnostic.sh and scripts/w1_bus_recovery.sh");
+            }
+            for s in &scan.sensors {
+                info!(sensor = %s.id, kind = s.kind, role = s.role.as_deref().unwrap_or("-"), ext_power = ?s.ext_power, resolution = ?s.resolution, "sensor found");
+                if s.ext_power == Some(false) {
+                    warn!(sensor = %s.id, "sensor runs on parasite power: conversions cannot overlap and 85 °C power-on values are likelier; wire VDD to 3.3 V if you can");
+                }
+            }
+        }
+    }
+}
+
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => info!("interrupt received"),
+        }
+        shutdown.cancel();
+    });
+}

@@ -1,0 +1,187 @@
+//! `hxlog status`: the outbox, delivery per sink, and sensor health from the last sample.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::json;
+
+use super::{configured_sink_names, human};
+use crate::config::{Config, Secrets};
+use crate::outbox::{Outbox, OutboxStatus, SinkState};
+use crate::sample::Quality;
+
+/// Prints the status as text or JSON.
+pub fn status(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
+    let secrets = Secrets::load(config.secrets.as_deref())?;
+    let sinks = configured_sink_names(&secrets);
+    let outbox = Outbox::open_existing(&config.outbox_path())?;
+    let st = outbox.status(&sinks)?;
+    let last = outbox.last()?;
+    let bus_trouble = bus_trouble(config);
+    if as_json {
+        let sensors = last.as_ref().map(|l| {
+            json!({
+                "taken_at": l.sample.taken_at.to_string(),
+                "source": l.sample.source,
+                "readings": l.sample.readings,
+                "efficiency": l.sample.efficiency,
+            })
+        });
+        let out = json!({
+            "device_id": config.device_id,
+            "source": config.effective_source(),
+            "outbox": &st,
+            "configured_sinks": sinks,
+            "last_sample": sensors,
+            "bus_warning": bus_trouble,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_text(config, &st, &sinks, last.as_ref(), bus_trouble.as_deref());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_text(
+    config: &Config,
+    st: &OutboxStatus,
+    configured: &[&str],
+    last: Option<&crate::outbox::Stored>,
+    bus_trouble: Option<&str>,
+) {
+    let now = Timestamp::now();
+    let ago = |t: Timestamp| {
+        let d = now.duration_since(t);
+        if d.is_negative() {
+            format!("{t} (in the future: check the clock)")
+        } else {
+            format!("{t} ({} ago)", human(d.unsigned_abs()))
+        }
+    };
+    println!(
+        "device:   {} (source {}, {})",
+        config.device_id,
+        config.effective_source(),
+        config.source_origin
+    );
+    println!("outbox:   {}", st.path.display());
+    println!(
+        "samples:  {} stored{}",
+        st.samples,
+        if st.mock_samples > 0 {
+            format!(", of which {} MOCK", st.mock_samples)
+        } else {
+            String::new()
+        }
+    );
+    if let (Some(o), Some(n)) = (st.oldest, st.newest) {
+        println!("          oldest {}", ago(o));
+        println!("          newest {}", ago(n));
+    }
+    if configured.is_empty() {
+        println!("sinks:    none configured (samples stay in the outbox; see secrets.json)");
+    }
+    for s in &st.sinks {
+        print_sink(s, configured.contains(&s.name.as_str()), &ago, now);
+    }
+    match last {
+        None => println!("sensors:  no sample yet"),
+        Some(l) => {
+            println!(
+                "sensors:  last sample {}{}",
+                ago(l.sample.taken_at),
+                if l.sample.source == crate::sample::Source::Mock {
+                    " [MOCK]"
+                } else {
+                    ""
+                }
+            );
+            for r in &l.sample.readings {
+                match (r.celsius, r.quality) {
+                    (Some(c), Quality::Ok) => {
+                        println!("          {:<4} ok       {c:.3} °C", r.role)
+                    }
+                    _ => println!(
+                        "          {:<4} MISSING  {} ({})",
+                        r.role,
+                        r.quality,
+                        r.reason.as_deref().unwrap_or("")
+                    ),
+                }
+            }
+            let e = &l.sample.efficiency;
+            let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "n/a".into());
+            println!(
+                "          effectiveness {} (hot {}, cold {}), LMTD {} K",
+                f(e.effectiveness),
+                f(e.hot_effectiveness),
+                f(e.cold_effectiveness),
+                f(e.lmtd)
+            );
+        }
+    }
+    if let Some(w) = bus_trouble {
+        println!("bus:      {w}");
+    }
+}
+
+fn print_sink(s: &SinkState, configured: bool, ago: &dyn Fn(Timestamp) -> String, now: Timestamp) {
+    println!(
+        "sink {}:{}",
+        s.name,
+        if configured {
+            ""
+        } else {
+            " (not configured any more)"
+        }
+    );
+    let oldest = s
+        .oldest_pending
+        .map(|t| format!(", oldest taken {}", ago(t)))
+        .unwrap_or_default();
+    println!("          pending {}{oldest}", s.pending);
+    println!(
+        "          last success {}",
+        s.last_success.map(ago).unwrap_or_else(|| "never".into())
+    );
+    if let (Some(e), Some(at)) = (&s.last_error, s.last_error_at) {
+        let recovered = s.last_success.is_some_and(|ok| ok > at);
+        println!(
+            "          last error {} [{}]{}: {e}",
+            ago(at),
+            s.last_error_class.as_deref().unwrap_or("?"),
+            if recovered { " (recovered since)" } else { "" }
+        );
+    }
+    if let Some(until) = s.backoff_until.filter(|u| *u > now) {
+        let d: Duration = until.duration_since(now).unsigned_abs();
+        println!("          backing off until {until} (in {})", human(d));
+    }
+    if s.rejected_count > 0 {
+        println!(
+            "          {} samples refused by the sink (recorded in the outbox)",
+            s.rejected_count
+        );
+    }
+}
+
+/// A one-line warning when the bus looks unhealthy (phantoms, mapped sensors missing).
+fn bus_trouble(config: &Config) -> Option<String> {
+    if config.effective_source() != crate::sample::Source::W1 {
+        return None;
+    }
+    let bus = crate::sensors::w1::W1Bus::new(&config.sensors);
+    match bus.scan() {
+        Err(e) => Some(format!(
+            "cannot scan {}: {e}; run scripts/w1_diagnostic.sh",
+            config.sensors.w1_root.display()
+        )),
+        Ok(scan) if !scan.phantoms.is_empty() || !scan.missing_mapped.is_empty() => Some(format!(
+            "{} phantom device(s), {} mapped sensor(s) missing; run scripts/w1_diagnostic.sh (and scripts/w1_bus_recovery.sh)",
+            scan.phantoms.len(),
+            scan.missing_mapped.len()
+        )),
+        Ok(_) => None,
+    }
+}

@@ -1,0 +1,225 @@
+//! The sampling loop: read the sensors, build a [`Sample`], commit it to the
+//! outbox, wake the forwarders.
+//!
+//! Sampling never waits on the network. A sample whose write fails (disk full,
+//! outbox locked) is kept in memory, bounded, and written first next cycle;
+//! the loop never stops because of a failed read or write.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::outbox::SharedOutbox;
+use crate::sample::{Sample, Source};
+use crate::sensors::Sensors;
+
+/// Samples kept in memory while the outbox cannot be written (a week at 60 s).
+pub const MAX_UNWRITTEN: usize = 10_080;
+
+/// Reads sensors and commits samples.
+pub struct Sampler {
+    sensors: Option<Sensors>,
+    source: Source,
+    device_id: String,
+    outbox: SharedOutbox,
+    unwritten: VecDeque<Sample>,
+    dropped: u64,
+}
+
+impl Sampler {
+    /// A sampler writing `device_id`'s samples into `outbox`.
+    pub fn new(sensors: Sensors, device_id: String, outbox: SharedOutbox) -> Self {
+        Sampler {
+            source: sensors.source(),
+            sensors: Some(sensors),
+            device_id,
+            outbox,
+            unwritten: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    /// Real or mock.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// Reads every sensor once (on a blocking thread) and builds the sample.
+    pub async fn read(&mut self) -> anyhow::Result<Sample> {
+        let taken_at = Timestamp::now();
+        let mut sensors = self
+            .sensors
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("a previous sensor read never finished"))?;
+        let (sensors, readings) = tokio::task::spawn_blocking(move || {
+            let r = sensors.read_cycle();
+            (sensors, r)
+        })
+        .await?;
+        self.sensors = Some(sensors);
+        Ok(Sample::new(
+            self.device_id.clone(),
+            taken_at,
+            self.source,
+            readings,
+        ))
+    }
+
+    /// Commits `sample`, after any earlier samples whose write failed. On error
+    /// the samples stay in memory for the next call.
+    pub async fn write(&mut self, sample: Sample) -> anyhow::Result<i64> {
+        if self.unwritten.len() >= MAX_UNWRITTEN {
+            self.unwritten.pop_front();
+            self.dropped += 1;
+            error!(
+                dropped = self.dropped,
+                "outbox unwritable for too long: dropped the oldest sample held in memory"
+            );
+        }
+        self.unwritten.push_back(sample);
+        let batch: Vec<Sample> = self.unwritten.iter().cloned().collect();
+        let result = self
+            .outbox
+            .call(move |o| {
+                if batch.len() == 1 {
+                    o.insert(&batch[0])
+                } else {
+                    o.insert_all(&batch)?;
+                    Ok(o.last()?.map(|s| s.seq).unwrap_or_default())
+                }
+            })
+            .await;
+        match result {
+            Ok(seq) => {
+                if self.unwritten.len() > 1 {
+                    info!(samples = self.unwritten.len(), "wrote samples held in memory while the outbox was unwritable");
+                }
+                self.unwritten.clear();
+                Ok(seq)
+            }
+            Err(e) => Err(e.context(format!(
+                "cannot write to the outbox (disk full? read-only?); {} sample(s) held in memory and retried next cycle",
+                self.unwritten.len()
+            ))),
+        }
+    }
+
+    /// Samples waiting in memory for the outbox.
+    pub fn unwritten(&self) -> usize {
+        self.unwritten.len()
+    }
+}
+
+/// A one-line summary of a sample for logs and `hxlog sample`.
+///
+/// ```
+/// use hxlog::sample::{Quality, Reading, Sample, Source};
+/// let s = Sample::new("hx", jiff::Timestamp::UNIX_EPOCH, Source::Mock, vec![
+///     Reading::ok("T1", None, 61.25),
+///     Reading::missing("T2", None, Quality::CrcNo, "crc NO"),
+/// ]);
+/// assert_eq!(hxlog::sampler::summary(&s), "[MOCK] T1=61.25°C T2=missing(crc_no) effectiveness=n/a lmtd=n/a");
+/// ```
+pub fn summary(s: &Sample) -> String {
+    let mut out = String::new();
+    if s.source == Source::Mock {
+        out.push_str("[MOCK] ");
+    }
+    for r in &s.readings {
+        match r.celsius {
+            Some(c) => out.push_str(&format!("{}={c:.2}°C ", r.role)),
+            None => out.push_str(&format!("{}=missing({}) ", r.role, r.quality)),
+        }
+    }
+    let fmt = |v: Option<f64>, unit: &str| {
+        v.map(|v| format!("{v:.3}{unit}"))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    out.push_str(&format!(
+        "effectiveness={} lmtd={}",
+        fmt(s.efficiency.effectiveness, ""),
+        fmt(s.efficiency.lmtd, "K")
+    ));
+    out
+}
+
+/// Options of [`run_loop`].
+pub struct LoopOptions {
+    /// Time between samples.
+    pub interval: Duration,
+    /// Stops the loop (after the sample in flight is written).
+    pub shutdown: CancellationToken,
+    /// Forwarders to wake after each committed sample.
+    pub wakes: Vec<Arc<Notify>>,
+    /// Retention of delivered samples, and the sinks whose delivery allows pruning.
+    pub retention: Duration,
+    /// Configured sinks (pruning needs all of them to have delivered).
+    pub sinks: Vec<&'static str>,
+}
+
+/// Samples every `interval` until shutdown. Pets the systemd watchdog while
+/// it is alive, so a hung sensor read gets the service restarted.
+pub async fn run_loop(mut sampler: Sampler, opts: LoopOptions) -> anyhow::Result<()> {
+    let mut ticker = tokio::time::interval(opts.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watchdog = crate::notify::watchdog_period().map(tokio::time::interval);
+    let mut prune = tokio::time::interval(Duration::from_secs(3600));
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = opts.shutdown.cancelled() => break,
+            _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
+                crate::notify::watchdog();
+            }
+            _ = ticker.tick() => {
+                // Not cancellable: the sample in flight is fully written or not at all.
+                take_one(&mut sampler, &opts).await;
+                crate::notify::watchdog();
+            }
+            _ = prune.tick() => {
+                let cutoff = Timestamp::now() - jiff::SignedDuration::try_from(opts.retention).unwrap_or(jiff::SignedDuration::MAX);
+                let sinks = opts.sinks.clone();
+                match sampler.outbox.call(move |o| o.prune(cutoff, &sinks)).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(pruned = n, "pruned delivered samples past the retention"),
+                    Err(e) => warn!(error = %format!("{e:#}"), "pruning failed"),
+                }
+            }
+        }
+    }
+    if sampler.unwritten() > 0 {
+        error!(
+            samples = sampler.unwritten(),
+            "stopping with samples that could not be written to the outbox"
+        );
+    }
+    Ok(())
+}
+
+async fn take_one(sampler: &mut Sampler, opts: &LoopOptions) {
+    let sample = match sampler.read().await {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "sensor read failed");
+            return;
+        }
+    };
+    let line = summary(&sample);
+    let missing = sample.missing_roles().len();
+    let taken_at = sample.taken_at;
+    match sampler.write(sample).await {
+        Ok(seq) => {
+            info!(seq, %taken_at, missing, "sample {line}");
+            for w in &opts.wakes {
+                w.notify_one();
+            }
+        }
+        Err(e) => error!(error = %format!("{e:#}"), "sample not written"),
+    }
+}
