@@ -1,1 +1,6 @@
 //! End-to-end tests of the built `hxlog` binary, one module per area.
+
+mod logger;
+mod pg;
+mod postgres;
+mod proxy;

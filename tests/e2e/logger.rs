@@ -1,0 +1,140 @@
+//! A logger installation in a temp dir for sink tests: config, secrets, and
+//! helpers to run `hxlog` commands against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// A temp dir with `hxlog.json` (mock sensors, 1 s interval, data in `data/`).
+pub struct Logger {
+    pub dir: tempfile::TempDir,
+}
+
+impl Logger {
+    /// A logger whose config is the defaults below merged with `extra`.
+    pub fn new(extra: Value) -> Logger {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = json!({
+            "device_id": "hx-test",
+            "interval": "1s",
+            "data_dir": "data",
+            "sensor_source": "mock",
+            "secrets": "secrets.json",
+            "retry_max": "1s",
+            "sqlite_synchronous": "normal",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        std::fs::write(dir.path().join("hxlog.json"), cfg.to_string()).unwrap();
+        Logger { dir }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `hxlog --config <dir>/hxlog.json ARGS` with a clean environment.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hxlog"));
+        c.arg("--config")
+            .arg(self.path().join("hxlog.json"))
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("USE_MOCK_SENSORS")
+            .env_remove("HXLOG_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a command to completion.
+    pub fn output(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs a command and asserts it succeeded.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.output(args);
+        assert!(
+            out.status.success(),
+            "hxlog {args:?} failed with {}:\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Starts `hxlog run`, stderr captured to `<dir>/run.log`.
+    pub fn spawn_run(&self) -> Child {
+        let log = std::fs::File::create(self.log_path()).unwrap();
+        self.cmd(&["run"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// The log of the last `spawn_run`.
+    pub fn log_path(&self) -> PathBuf {
+        self.path().join("run.log")
+    }
+
+    /// `hxlog status --json`.
+    pub fn status(&self) -> Value {
+        let out = self.ok(&["status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Samples in the outbox.
+    pub fn samples(&self) -> u64 {
+        self.status()["outbox"]["samples"].as_u64().unwrap()
+    }
+
+    /// The state of one sink from `status --json`.
+    pub fn sink(&self, name: &str) -> Value {
+        self.status()["outbox"]["sinks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// Sends SIGTERM and waits (at most `within`) for a clean exit; returns the exit status.
+pub fn terminate(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("hxlog did not exit within {within:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `cond` until it holds, failing with `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

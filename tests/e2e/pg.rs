@@ -1,0 +1,281 @@
+//! A real PostgreSQL for tests: the server from `HXLOG_TEST_DATABASE_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/postgres`), else a throwaway
+//! cluster started with `initdb`/`pg_ctl` when those exist; else the test is
+//! skipped with a loud reason, except under `HXLOG_REQUIRE_PG=1` (CI), where
+//! it fails. Each test gets its own database, dropped at the end.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio_postgres::{Client, NoTls};
+
+/// Where the server is.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+}
+
+static SERVER: OnceLock<Option<Server>> = OnceLock::new();
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn parse_url(url: &str) -> Server {
+    let cfg: tokio_postgres::Config = url
+        .parse()
+        .expect("HXLOG_TEST_DATABASE_URL is not a postgres URL");
+    let host = match cfg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    Server {
+        host,
+        port: cfg.get_ports().first().copied().unwrap_or(5432),
+        user: cfg.get_user().unwrap_or("postgres").to_string(),
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn connect(s: &Server, db: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host(&s.host)
+        .port(s.port)
+        .user(&s.user)
+        .dbname(db)
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect(NoTls)
+        .await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+fn answers(s: &Server) -> bool {
+    rt().block_on(async { connect(s, "postgres").await.is_ok() })
+}
+
+/// Starts a throwaway cluster when `initdb` and `pg_ctl` exist (as the
+/// `postgres` user when we are root, since initdb refuses root).
+fn throwaway_cluster() -> Option<Server> {
+    let bin = ["/usr/lib/postgresql/15/bin", "/usr/local/bin", "/usr/bin"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|d| d.join("initdb").exists() && d.join("pg_ctl").exists())?;
+    let dir = std::env::temp_dir().join(format!("hxlog-pg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let port = free_port();
+    let root = unsafe { libc::geteuid() } == 0;
+    let run = |args: &[&str]| -> bool {
+        let mut c = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]);
+            c
+        } else {
+            Command::new(args[0])
+        };
+        if root {
+            c.args(args);
+        } else {
+            c.args(&args[1..]);
+        }
+        c.status().map(|s| s.success()).unwrap_or(false)
+    };
+    if root {
+        Command::new("chown")
+            .args(["postgres:postgres", dir.to_str()?])
+            .status()
+            .ok()?;
+    }
+    let data = dir.join("data");
+    let initdb = bin.join("initdb");
+    let pg_ctl = bin.join("pg_ctl");
+    if !run(&[
+        initdb.to_str()?,
+        "-D",
+        data.to_str()?,
+        "-A",
+        "trust",
+        "-U",
+        "postgres",
+    ]) {
+        return None;
+    }
+    let opts = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1",
+        dir.display()
+    );
+    if !run(&[
+        pg_ctl.to_str()?,
+        "-D",
+        data.to_str()?,
+        "-o",
+        &opts,
+        "-w",
+        "-l",
+        dir.join("log").to_str()?,
+        "start",
+    ]) {
+        return None;
+    }
+    eprintln!(
+        "tests: started a throwaway PostgreSQL cluster in {} on port {port}",
+        dir.display()
+    );
+    Some(Server {
+        host: "127.0.0.1".into(),
+        port,
+        user: "postgres".into(),
+    })
+}
+
+/// A free TCP port on loopback (nothing listens there once this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The server, or `None` when tests must be skipped (never under `HXLOG_REQUIRE_PG=1`).
+pub fn server() -> Option<Server> {
+    SERVER
+        .get_or_init(|| {
+            let url = std::env::var("HXLOG_TEST_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+            let s = parse_url(&url);
+            if answers(&s) {
+                return Some(s);
+            }
+            eprintln!("tests: no PostgreSQL answers at {url}; trying a throwaway cluster");
+            throwaway_cluster()
+        })
+        .clone()
+        .or_else(|| {
+            if std::env::var("HXLOG_REQUIRE_PG").as_deref() == Ok("1") {
+                panic!("HXLOG_REQUIRE_PG=1 but no PostgreSQL is reachable (set HXLOG_TEST_DATABASE_URL or start the server)");
+            }
+            eprintln!("\n*** SKIPPED: no PostgreSQL reachable and no initdb/pg_ctl to start one; Postgres tests did not run ***\n");
+            None
+        })
+}
+
+/// A database of its own for one test; dropped (with its connections) at the end.
+pub struct TestDb {
+    pub server: Server,
+    pub name: String,
+}
+
+impl TestDb {
+    /// Creates a fresh database, or `None` when Postgres tests are skipped.
+    pub fn create() -> Option<TestDb> {
+        let server = server()?;
+        let name = format!(
+            "hxlog_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            fastrand::u32(..)
+        );
+        rt().block_on(async {
+            let c = connect(&server, "postgres")
+                .await
+                .expect("connect to postgres");
+            c.batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create database");
+        });
+        Some(TestDb { server, name })
+    }
+
+    /// Writes a seed-format `secrets.json` for this database into `dir`, with
+    /// extra keys (e.g. `PG_DB_SSLMODE`) and the port overridable.
+    pub fn write_secrets(&self, dir: &Path, port: Option<u16>, extra: &[(&str, &str)]) -> PathBuf {
+        let mut m = serde_json::Map::new();
+        m.insert("PG_DB_HOST".into(), self.server.host.clone().into());
+        m.insert(
+            "PG_DB_PORT".into(),
+            port.unwrap_or(self.server.port).to_string().into(),
+        );
+        m.insert("PG_DB_NAME".into(), self.name.clone().into());
+        m.insert("PG_DB_USER".into(), self.server.user.clone().into());
+        m.insert("PG_DB_PASSWORD".into(), "not-needed-with-trust".into());
+        for (k, v) in extra {
+            m.insert(k.to_string(), v.to_string().into());
+        }
+        let p = dir.join("secrets.json");
+        std::fs::write(&p, serde_json::Value::Object(m).to_string()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    }
+
+    /// Runs a query returning one i64.
+    pub fn scalar(&self, sql: &str) -> i64 {
+        rt().block_on(async {
+            let c = connect(&self.server, &self.name).await.expect("connect");
+            c.query_one(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get(0)
+        })
+    }
+
+    /// Runs statements.
+    pub fn execute(&self, sql: &str) {
+        rt().block_on(async {
+            let c = connect(&self.server, &self.name).await.expect("connect");
+            c.batch_execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        })
+    }
+
+    /// Rows in `samples`, or 0 when the table does not exist yet.
+    pub fn samples(&self) -> i64 {
+        rt().block_on(async {
+            let c = connect(&self.server, &self.name).await.expect("connect");
+            match c.query_one("SELECT count(*) FROM samples", &[]).await {
+                Ok(r) => r.get(0),
+                Err(_) => 0,
+            }
+        })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            rt().block_on(async {
+                if let Ok(c) = connect(&server, "postgres").await {
+                    let _ = c
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// The plan of `sql` (with sequential scans discouraged, as on a large table).
+pub fn explain(db: &TestDb, sql: &str) -> String {
+    rt().block_on(async {
+        let c = connect(&db.server, &db.name).await.expect("connect");
+        c.batch_execute("SET enable_seqscan = off").await.unwrap();
+        let rows = c.query(&format!("EXPLAIN {sql}"), &[]).await.unwrap();
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}

@@ -1,0 +1,342 @@
+//! The Postgres forwarder against the real server: steady forwarding,
+//! outages, kill -9 mid-drain, replay windows, permanent errors, TLS modes.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::logger::{Logger, terminate, wait_until};
+use crate::pg::TestDb;
+use crate::proxy::Proxy;
+
+/// A logger writing to `db` (optionally through a port other than the server's).
+fn logger(
+    db: &TestDb,
+    port: Option<u16>,
+    extra: &[(&str, &str)],
+    cfg: serde_json::Value,
+) -> Logger {
+    let l = Logger::new(cfg);
+    db.write_secrets(l.path(), port, extra);
+    l
+}
+
+macro_rules! db_or_skip {
+    () => {
+        match TestDb::create() {
+            Some(db) => db,
+            None => return,
+        }
+    };
+}
+
+#[test]
+fn replay_drains_a_backlog_exactly_once() {
+    let db = db_or_skip!();
+    let l = logger(
+        &db,
+        None,
+        &[("PG_DB_SSLMODE", "disable")],
+        json!({"postgres_batch_size": 700}),
+    );
+    l.ok(&["simulate", "--count", "5000", "--interval", "10s"]);
+    assert_eq!(
+        l.sink("postgres")["pending"],
+        5000,
+        "a configured sink starts with everything pending"
+    );
+    let out = l.ok(&["replay"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("delivered 5000")
+            || String::from_utf8_lossy(&out.stderr).contains("delivered"),
+        "{out:?}"
+    );
+    assert_eq!(db.samples(), 5000);
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT sample_id) FROM samples"),
+        5000
+    );
+    assert_eq!(l.sink("postgres")["pending"], 0);
+    // nothing pending: a second replay sends nothing and changes nothing
+    l.ok(&["replay"]);
+    assert_eq!(db.samples(), 5000);
+    // the rows are complete
+    assert_eq!(db.scalar("SELECT count(*) FROM samples WHERE source = 'mock' AND device_id = 'hx-test' AND t1 IS NOT NULL AND t1_quality = 'ok' AND effectiveness BETWEEN 0 AND 1 AND readings ? 'T4'"), 5000);
+    assert_eq!(db.scalar("SELECT count(*) FROM hxlog_migrations"), 1);
+}
+
+#[test]
+fn run_forwards_each_sample_promptly_and_stops_on_sigterm() {
+    let db = db_or_skip!();
+    let l = logger(&db, None, &[], json!({}));
+    let mut child = l.spawn_run();
+    wait_until(Duration::from_secs(60), "3 samples reach Postgres", || {
+        db.samples() >= 3
+    });
+    let status = terminate(&mut child, Duration::from_secs(5));
+    assert!(status.success(), "exit {status}");
+    let log = std::fs::read_to_string(l.log_path()).unwrap();
+    let sampled = log.lines().filter(|l| l.contains("INFO sample ")).count() as u64;
+    assert_eq!(
+        l.samples(),
+        sampled,
+        "one log line per committed sample:\n{log}"
+    );
+    // whatever was not yet forwarded at SIGTERM is pending, not lost
+    let pending = l.sink("postgres")["pending"].as_u64().unwrap();
+    assert_eq!(db.samples() as u64 + pending, l.samples());
+    l.ok(&["replay"]);
+    assert_eq!(db.samples() as u64, l.samples());
+}
+
+#[test]
+fn an_outage_loses_nothing_and_duplicates_nothing() {
+    let db = db_or_skip!();
+    let proxy = Proxy::start(format!("{}:{}", db.server.host, db.server.port), false);
+    let l = logger(
+        &db,
+        Some(proxy.port),
+        &[("PG_DB_SSLMODE", "disable")],
+        json!({}),
+    );
+    let mut child = l.spawn_run();
+    wait_until(
+        Duration::from_secs(60),
+        "samples accumulate during the outage",
+        || {
+            let s = l.sink("postgres");
+            l.samples() >= 3 && s["last_error_class"] == "transient"
+        },
+    );
+    assert_eq!(db.samples(), 0);
+    proxy.restore();
+    wait_until(Duration::from_secs(60), "the backlog is delivered", || {
+        let n = l.samples();
+        n >= 4 && db.samples() as u64 >= n - 1
+    });
+    // a second cut mid-run, then back
+    proxy.cut();
+    let before = l.samples();
+    wait_until(
+        Duration::from_secs(60),
+        "more samples during the second outage",
+        || l.samples() >= before + 2,
+    );
+    proxy.restore();
+    wait_until(Duration::from_secs(60), "caught up again", || {
+        l.sink("postgres")["pending"].as_u64().unwrap() <= 1 && db.samples() as u64 >= before + 1
+    });
+    assert!(terminate(&mut child, Duration::from_secs(5)).success());
+    l.ok(&["replay"]);
+    assert_eq!(db.samples() as u64, l.samples());
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT sample_id) FROM samples") as u64,
+        l.samples()
+    );
+}
+
+#[test]
+fn kill_9_mid_drain_never_loses_or_duplicates() {
+    let db = db_or_skip!();
+    let l = logger(
+        &db,
+        None,
+        &[("PG_DB_SSLMODE", "disable")],
+        json!({"postgres_batch_size": 250}),
+    );
+    const N: i64 = 20_000;
+    l.ok(&["simulate", "--count", &N.to_string(), "--interval", "1s"]);
+    let mut progressed = 0;
+    for i in 0..20 {
+        let before = db.samples();
+        let mut child = l
+            .cmd(&["replay"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // a random point: during start-up, migration, or mid-batch
+        std::thread::sleep(Duration::from_millis(fastrand::u64(0..600)));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let after = db.samples();
+        if after > before {
+            progressed += 1;
+        }
+        // the outbox stays consistent with Postgres: nothing acked that is not there
+        let pending = l.sink("postgres")["pending"].as_i64().unwrap_or(N);
+        assert!(
+            N - pending <= after,
+            "iteration {i}: outbox says {} delivered, Postgres has {after}",
+            N - pending
+        );
+    }
+    assert!(
+        progressed > 0,
+        "no kill happened after any progress; the test proves nothing"
+    );
+    l.ok(&["replay"]);
+    assert_eq!(db.samples(), N);
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT sample_id) FROM samples"),
+        N
+    );
+    assert_eq!(l.sink("postgres")["pending"], 0);
+}
+
+#[test]
+fn replay_of_a_window_is_idempotent_and_restores_lost_rows() {
+    let db = db_or_skip!();
+    let l = logger(&db, None, &[("PG_DB_SSLMODE", "disable")], json!({}));
+    l.ok(&["simulate", "--count", "300", "--interval", "1m"]);
+    l.ok(&["replay"]);
+    assert_eq!(db.samples(), 300);
+    l.ok(&["replay", "--since", "1d", "--sink", "postgres"]);
+    assert_eq!(db.samples(), 300, "re-sending never duplicates");
+    // the database is "restored from an old backup": the last 2 hours are gone
+    db.execute("DELETE FROM samples WHERE taken_at > now() - interval '2 hours'");
+    let left = db.samples();
+    assert!(left < 300 && left > 150, "{left}");
+    l.ok(&["replay", "--since", "3h", "--sink", "postgres"]);
+    assert_eq!(db.samples(), 300);
+    // --until bounds the window
+    db.execute("DELETE FROM samples");
+    l.ok(&["replay", "--since", "1d", "--until", "1h"]);
+    let n = db.samples();
+    assert!(n > 200 && n < 300, "{n}");
+}
+
+#[test]
+fn a_permanent_error_is_reported_and_the_data_kept() {
+    let db = db_or_skip!();
+    let l = logger(
+        &db,
+        None,
+        &[
+            ("PG_DB_USER", "no_such_hxlog_user"),
+            ("PG_DB_PASSWORD", "pw-7c1e-secret"),
+        ],
+        json!({}),
+    );
+    l.ok(&["simulate", "--count", "10"]);
+    let out = l.output(&["replay"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("no_such_hxlog_user") && err.contains("PG_DB_USER"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("pw-7c1e-secret"),
+        "the password leaked: {err}"
+    );
+    let s = l.sink("postgres");
+    assert_eq!(s["pending"], 10);
+    assert_eq!(s["last_error_class"], "permanent");
+    let text = String::from_utf8_lossy(&l.ok(&["status"]).stdout).to_string();
+    assert!(text.contains("[permanent]"), "{text}");
+}
+
+#[test]
+fn tls_modes_against_the_local_server() {
+    let db = db_or_skip!();
+    let ssl_on = db
+        .scalar("SELECT CASE WHEN current_setting('ssl') = 'on' THEN 1::int8 ELSE 0::int8 END")
+        == 1;
+    for (mode, works) in [
+        ("disable", true),
+        ("prefer", true),
+        ("require", ssl_on),
+        ("verify-full", false),
+    ] {
+        db.execute("DROP TABLE IF EXISTS samples; DROP TABLE IF EXISTS hxlog_migrations");
+        let l = logger(&db, None, &[("PG_DB_SSLMODE", mode)], json!({}));
+        l.ok(&["simulate", "--count", "5"]);
+        let out = l.output(&["replay", "--give-up-after", "1s"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), works, "sslmode {mode}: {err}");
+        if !works && mode == "verify-full" {
+            assert!(
+                err.contains("PG_DB_SSLMODE"),
+                "sslmode {mode} should explain the TLS failure: {err}"
+            );
+        }
+        if works {
+            assert_eq!(db.samples(), 5, "sslmode {mode}");
+        }
+    }
+    // a bad mode is a configuration error naming the key
+    let l = logger(&db, None, &[("PG_DB_SSLMODE", "sometimes")], json!({}));
+    l.ok(&["simulate", "--count", "1"]);
+    let out = l.output(&["replay"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PG_DB_SSLMODE"));
+}
+
+#[test]
+fn a_terminated_backend_is_survived() {
+    let db = db_or_skip!();
+    let l = logger(&db, None, &[("PG_DB_SSLMODE", "disable")], json!({}));
+    let mut child = l.spawn_run();
+    wait_until(Duration::from_secs(60), "first samples delivered", || {
+        db.samples() >= 2
+    });
+    // what a Postgres restart looks like to a client: 57P01 admin_shutdown
+    let killed = db.scalar(&format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'hxlog' AND datname = '{}'",
+        db.name
+    ));
+    assert!(killed >= 1, "no hxlog backend found");
+    let after = db.samples();
+    wait_until(
+        Duration::from_secs(60),
+        "delivery resumes on a new connection",
+        || db.samples() >= after + 3,
+    );
+    assert!(terminate(&mut child, Duration::from_secs(5)).success());
+    l.ok(&["replay"]);
+    assert_eq!(db.samples() as u64, l.samples());
+}
+
+#[test]
+fn migrations_are_safe_when_many_devices_start_at_once() {
+    let db = db_or_skip!();
+    let loggers: Vec<Logger> = (0..6).map(|_| logger(&db, None, &[], json!({}))).collect();
+    let children: Vec<_> = loggers
+        .iter()
+        .map(|l| l.cmd(&["migrate"]).output())
+        .collect();
+    for out in children {
+        let out = out.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(db.scalar("SELECT count(*) FROM hxlog_migrations"), 1);
+    let again = loggers[0].ok(&["migrate"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
+}
+
+#[test]
+fn a_fleet_shares_one_table_and_the_engineers_query_uses_the_index() {
+    let db = db_or_skip!();
+    for device in ["hx-01", "hx-02"] {
+        let l = logger(&db, None, &[], json!({"device_id": device}));
+        l.ok(&["simulate", "--count", "500", "--interval", "1h"]);
+        l.ok(&["replay"]);
+    }
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT device_id) FROM samples"),
+        2
+    );
+    assert_eq!(
+        db.scalar("SELECT count(t1) FROM samples WHERE device_id = 'hx-01' AND taken_at > now() - interval '7 days'"),
+        7 * 24
+    );
+    let plan = crate::pg::explain(
+        &db,
+        "SELECT taken_at, t1 FROM samples WHERE device_id = 'hx-01' AND taken_at > now() - interval '7 days'",
+    );
+    assert!(plan.contains("samples_device_taken_at"), "{plan}");
+}
