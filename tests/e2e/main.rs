@@ -4,3 +4,5 @@ mod logger;
 mod pg;
 mod postgres;
 mod proxy;
+mod webpubsub;
+mod wps_server;

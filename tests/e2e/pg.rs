@@ -37,11 +37,20 @@ fn parse_url(url: &str) -> Server {
     }
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+/// Runs `f` to completion on a runtime of its own, on a thread of its own, so
+/// these helpers work from sync and async tests alike.
+fn block<T: Send>(f: impl std::future::Future<Output = T> + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f)
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
 }
 
 async fn connect(s: &Server, db: &str) -> Result<Client, tokio_postgres::Error> {
@@ -60,7 +69,7 @@ async fn connect(s: &Server, db: &str) -> Result<Client, tokio_postgres::Error> 
 }
 
 fn answers(s: &Server) -> bool {
-    rt().block_on(async { connect(s, "postgres").await.is_ok() })
+    block(async { connect(s, "postgres").await.is_ok() })
 }
 
 /// Starts a throwaway cluster when `initdb` and `pg_ctl` exist (as the
@@ -185,7 +194,7 @@ impl TestDb {
             COUNTER.fetch_add(1, Ordering::SeqCst),
             fastrand::u32(..)
         );
-        rt().block_on(async {
+        block(async {
             let c = connect(&server, "postgres")
                 .await
                 .expect("connect to postgres");
@@ -220,7 +229,7 @@ impl TestDb {
 
     /// Runs a query returning one i64.
     pub fn scalar(&self, sql: &str) -> i64 {
-        rt().block_on(async {
+        block(async {
             let c = connect(&self.server, &self.name).await.expect("connect");
             c.query_one(sql, &[])
                 .await
@@ -231,7 +240,7 @@ impl TestDb {
 
     /// Runs statements.
     pub fn execute(&self, sql: &str) {
-        rt().block_on(async {
+        block(async {
             let c = connect(&self.server, &self.name).await.expect("connect");
             c.batch_execute(sql)
                 .await
@@ -241,7 +250,7 @@ impl TestDb {
 
     /// Rows in `samples`, or 0 when the table does not exist yet.
     pub fn samples(&self) -> i64 {
-        rt().block_on(async {
+        block(async {
             let c = connect(&self.server, &self.name).await.expect("connect");
             match c.query_one("SELECT count(*) FROM samples", &[]).await {
                 Ok(r) => r.get(0),
@@ -255,7 +264,7 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let (server, name) = (self.server.clone(), self.name.clone());
         let _ = std::thread::spawn(move || {
-            rt().block_on(async {
+            block(async {
                 if let Ok(c) = connect(&server, "postgres").await {
                     let _ = c
                         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -269,7 +278,7 @@ impl Drop for TestDb {
 
 /// The plan of `sql` (with sequential scans discouraged, as on a large table).
 pub fn explain(db: &TestDb, sql: &str) -> String {
-    rt().block_on(async {
+    block(async {
         let c = connect(&db.server, &db.name).await.expect("connect");
         c.batch_execute("SET enable_seqscan = off").await.unwrap();
         let rows = c.query(&format!("EXPLAIN {sql}"), &[]).await.unwrap();
