@@ -1,6 +1,7 @@
 //! End-to-end tests of the built `hxlog` binary, one module per area.
 
 mod logger;
+mod ops;
 mod pg;
 mod postgres;
 mod proxy;
