@@ -51,6 +51,10 @@ pub enum Synchronous {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// Free-form notes, ignored: lets a config file document itself
+    /// (`config/hxlog.example.json` explains every key in it).
+    #[serde(rename = "_comment", default)]
+    pub comment: Option<serde_json::Value>,
     /// Name of this logger in every sink (default: the hostname).
     pub device_id: Option<String>,
     /// Time between samples for `hxlog run`, e.g. `"30s"` (default 30s, minimum 1s).
@@ -573,6 +577,26 @@ mod tests {
             .write_all(text.as_bytes())
             .unwrap();
         p
+    }
+
+    #[test]
+    fn the_example_config_parses_and_documents_every_key() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hxlog.example.json");
+        let raw: RawConfig = read_json(&path, "example config").unwrap();
+        let doc: serde_json::Value = read_json(&path, "example config").unwrap();
+        let documented = doc["_comment"].as_object().unwrap();
+        for key in doc.as_object().unwrap().keys().filter(|k| *k != "_comment") {
+            assert!(
+                documented.contains_key(key),
+                "{key} is not documented in _comment"
+            );
+        }
+        assert_eq!(
+            doc.as_object().unwrap().len() - 1,
+            19,
+            "every RawConfig key appears in the example"
+        );
+        assert_eq!(raw.interval.as_deref(), Some("30s"));
     }
 
     #[test]

@@ -10,10 +10,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const HEALTHY_1: &str = "72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=23125\n";
-const HEALTHY_2: &str = "5e ff 4b 46 7f ff 02 10 d8 : crc=d8 YES\n5e ff 4b 46 7f ff 02 10 d8 t=-10125\n";
+const HEALTHY_1: &str =
+    "72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=23125\n";
+const HEALTHY_2: &str =
+    "5e ff 4b 46 7f ff 02 10 d8 : crc=d8 YES\n5e ff 4b 46 7f ff 02 10 d8 t=-10125\n";
 const CRC_NO: &str = "72 01 4b 46 7f ff 0e 10 57 : crc=00 NO\n72 01 4b 46 7f ff 0e 10 57 t=23125\n";
-const POWER_ON_85: &str = "50 05 4b 46 7f ff 0c 10 1c : crc=1c YES\n50 05 4b 46 7f ff 0c 10 1c t=85000\n";
+const POWER_ON_85: &str =
+    "50 05 4b 46 7f ff 0c 10 1c : crc=1c YES\n50 05 4b 46 7f ff 0c 10 1c t=85000\n";
 const PHANTOM: &str = "00-400000000000";
 
 fn repo() -> &'static Path {
@@ -53,7 +56,9 @@ struct FakeTree {
 
 impl FakeTree {
     fn new() -> Self {
-        let tree = FakeTree { dir: tempfile::tempdir().expect("create temp dir") };
+        let tree = FakeTree {
+            dir: tempfile::tempdir().expect("create temp dir"),
+        };
         for d in ["sys/bus/w1/devices", "boot", "dev"] {
             fs::create_dir_all(tree.path(d)).unwrap();
         }
@@ -94,7 +99,10 @@ impl FakeTree {
     }
 
     fn modules(&self, names: &[&str]) -> &Self {
-        let lines: String = names.iter().map(|n| format!("{n} 16384 0 - Live 0x0\n")).collect();
+        let lines: String = names
+            .iter()
+            .map(|n| format!("{n} 16384 0 - Live 0x0\n"))
+            .collect();
         self.write("proc_modules", &lines);
         self
     }
@@ -170,7 +178,9 @@ fn broken_tree() -> FakeTree {
 
 #[test]
 fn scripts_pass_shellcheck() {
-    let Some(shellcheck) = tool("shellcheck") else { return };
+    let Some(shellcheck) = tool("shellcheck") else {
+        return;
+    };
     let files = [
         script("w1_diagnostic.sh"),
         script("w1_bus_recovery.sh"),
@@ -188,7 +198,12 @@ fn diagnostic_healthy_tree_exits_zero_and_lists_devices() {
     let tree = healthy_tree();
     let out = run(tree.command("w1_diagnostic.sh"));
     let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
     for want in [
         "w1_gpio is loaded",
         "w1_therm is loaded",
@@ -208,7 +223,10 @@ fn diagnostic_healthy_tree_exits_zero_and_lists_devices() {
 #[test]
 fn diagnostic_names_each_problem_with_a_recommendation() {
     let tree = broken_tree();
-    tree.write("devicenames.json", r#"{"T1": "28-000000000001", "T4": "28-0000000000ff"}"#);
+    tree.write(
+        "devicenames.json",
+        r#"{"T1": "28-000000000001", "T4": "28-0000000000ff"}"#,
+    );
     let out = run(tree.command("w1_diagnostic.sh"));
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "stdout:\n{stdout}");
@@ -244,8 +262,14 @@ fn diagnostic_without_bus_master_or_devices_fails() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("no bus master"), "{stdout}");
-    assert!(stdout.contains("no devices found on the 1-Wire bus"), "{stdout}");
-    assert!(stdout.contains("flat side facing you: GND, DQ, VDD"), "{stdout}");
+    assert!(
+        stdout.contains("no devices found on the 1-Wire bus"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("flat side facing you: GND, DQ, VDD"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -267,10 +291,15 @@ fn recovery_dry_run_lists_the_plan_and_changes_nothing() {
     let before = tree.snapshot();
     let mut cmd = tree.command("w1_bus_recovery.sh");
     // would fail loudly if the dry run executed it
-    cmd.args(["--dry-run", "--yes"]).env("MODPROBE", "/nonexistent/modprobe");
+    cmd.args(["--dry-run", "--yes"])
+        .env("MODPROBE", "/nonexistent/modprobe");
     let out = run(cmd);
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
     let remove = tree.w1().join("w1_bus_master1/w1_master_remove");
     for want in [
         format!("remove phantom device {PHANTOM}"),
@@ -290,21 +319,36 @@ fn recovery_dry_run_lists_the_plan_and_changes_nothing() {
 fn recovery_with_yes_removes_phantoms_and_reloads_modules() {
     let tree = broken_tree();
     let log = tree.path("modprobe.log");
-    tree.write("fake-modprobe", "#!/bin/sh\necho \"$*\" >> \"$MODPROBE_LOG\"\n");
+    tree.write(
+        "fake-modprobe",
+        "#!/bin/sh\necho \"$*\" >> \"$MODPROBE_LOG\"\n",
+    );
     let fake = tree.path("fake-modprobe");
     let mut perms = fs::metadata(&fake).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     fs::set_permissions(&fake, perms).unwrap();
 
     let mut cmd = tree.command("w1_bus_recovery.sh");
-    cmd.arg("--yes").env("MODPROBE", &fake).env("MODPROBE_LOG", &log);
+    cmd.arg("--yes")
+        .env("MODPROBE", &fake)
+        .env("MODPROBE_LOG", &log);
     let out = run(cmd);
     let stdout = text(&out.stdout);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
 
     let master = tree.w1().join("w1_bus_master1");
-    assert_eq!(fs::read_to_string(master.join("w1_master_remove")).unwrap(), format!("{PHANTOM}\n"));
-    assert_eq!(fs::read_to_string(master.join("w1_master_search")).unwrap(), "-1\n");
+    assert_eq!(
+        fs::read_to_string(master.join("w1_master_remove")).unwrap(),
+        format!("{PHANTOM}\n")
+    );
+    assert_eq!(
+        fs::read_to_string(master.join("w1_master_search")).unwrap(),
+        "-1\n"
+    );
     assert_eq!(
         fs::read_to_string(&log).unwrap(),
         "-r w1_therm w1_gpio\nw1-gpio\nw1-therm\n",
@@ -320,12 +364,23 @@ fn recovery_refuses_without_yes_when_stdin_is_not_a_terminal() {
     cmd.env("MODPROBE", "/nonexistent/modprobe");
     let out = run(cmd);
     let stderr = text(&out.stderr);
-    assert!(!out.status.success(), "must refuse; stdout:\n{}", text(&out.stdout));
-    assert!(stderr.contains("stdin is not a terminal; re-run with --yes"), "{stderr}");
+    assert!(
+        !out.status.success(),
+        "must refuse; stdout:\n{}",
+        text(&out.stdout)
+    );
+    assert!(
+        stderr.contains("stdin is not a terminal; re-run with --yes"),
+        "{stderr}"
+    );
     assert_eq!(before, tree.snapshot(), "a refused run changed the tree");
 }
 
-const SERVICES: [&str; 3] = ["hxlog.service", "hxlog-sample.service", "hxlog-replay.service"];
+const SERVICES: [&str; 3] = [
+    "hxlog.service",
+    "hxlog-sample.service",
+    "hxlog-replay.service",
+];
 const UNITS: [&str; 5] = [
     "hxlog.service",
     "hxlog-sample.service",
@@ -340,7 +395,9 @@ fn unit(name: &str) -> PathBuf {
 
 #[test]
 fn units_pass_systemd_analyze_verify() {
-    let Some(analyze) = tool("systemd-analyze") else { return };
+    let Some(analyze) = tool("systemd-analyze") else {
+        return;
+    };
     // verify insists that ExecStart exists: check copies that run /bin/true
     // instead of /usr/bin/hxlog, which is only there once installed.
     let dir = tempfile::tempdir().unwrap();
@@ -348,18 +405,32 @@ fn units_pass_systemd_analyze_verify() {
     for name in UNITS {
         let original = fs::read_to_string(unit(name)).unwrap();
         if name.ends_with(".service") {
-            assert!(original.contains("ExecStart=/usr/bin/hxlog "), "{name} must run /usr/bin/hxlog");
+            assert!(
+                original.contains("ExecStart=/usr/bin/hxlog "),
+                "{name} must run /usr/bin/hxlog"
+            );
         }
         let copy = dir.path().join(name);
         fs::write(&copy, original.replace("/usr/bin/hxlog", "/bin/true")).unwrap();
         copies.push(copy);
     }
-    let out = Command::new(analyze).args(["verify", "--man=no"]).args(&copies).output().unwrap();
+    let out = Command::new(analyze)
+        .args(["verify", "--man=no"])
+        .args(&copies)
+        .output()
+        .unwrap();
     let stderr = text(&out.stderr);
-    assert!(out.status.success(), "systemd-analyze verify failed:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{stderr}"
+    );
     // verify exits 0 on unknown keys and bad values: its warnings name the unit
     let complaints: Vec<&str> = stderr.lines().filter(|l| l.contains("hxlog")).collect();
-    assert!(complaints.is_empty(), "systemd-analyze verify warnings:\n{}", complaints.join("\n"));
+    assert!(
+        complaints.is_empty(),
+        "systemd-analyze verify warnings:\n{}",
+        complaints.join("\n")
+    );
 }
 
 /// The "Overall exposure level" of a unit, as `systemd-analyze security` scores it offline.
@@ -373,7 +444,12 @@ fn exposure(analyze: &Path, name: &str) -> f64 {
     let line = stdout
         .lines()
         .find(|l| l.contains("Overall exposure level"))
-        .unwrap_or_else(|| panic!("no exposure line for {name}:\n{stdout}\n{}", text(&out.stderr)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure line for {name}:\n{stdout}\n{}",
+                text(&out.stderr)
+            )
+        });
     // "→ Overall exposure level for hxlog.service: 1.1 OK 🙂"
     let after = line.rsplit(": ").next().unwrap();
     after
@@ -385,10 +461,15 @@ fn exposure(analyze: &Path, name: &str) -> f64 {
 
 #[test]
 fn services_score_ok_with_systemd_analyze_security() {
-    let Some(analyze) = tool("systemd-analyze") else { return };
+    let Some(analyze) = tool("systemd-analyze") else {
+        return;
+    };
     for name in SERVICES {
         let score = exposure(&analyze, name);
         eprintln!("{name}: exposure {score}");
-        assert!(score <= 2.0, "{name} scores {score}, above the 2.0 budget (OK)");
+        assert!(
+            score <= 2.0,
+            "{name} scores {score}, above the 2.0 budget (OK)"
+        );
     }
 }
