@@ -192,3 +192,21 @@ fn human(d: Duration) -> String {
         _ => format!("{}d {}h", s / 86400, (s % 86400) / 3600),
     }
 }
+
+/// Cancels `shutdown` on SIGTERM or Ctrl-C.
+fn spawn_signal_handler(shutdown: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+        }
+        shutdown.cancel();
+    });
+}

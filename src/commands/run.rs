@@ -7,7 +7,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{SinkSet, build_sensors, forwarder_outbox, open_outbox};
+use super::{SinkSet, build_sensors, forwarder_outbox, open_outbox, spawn_signal_handler};
 use crate::config::{Config, Secrets};
 use crate::forward::{ForwardOptions, Mode, forward};
 use crate::outbox::{Outbox, SharedOutbox};
@@ -163,22 +163,4 @@ fn log_bus(config: &Config, sensors: &Sensors) {
             }
         }
     }
-}
-
-fn spawn_signal_handler(shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    error!(error = %e, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => info!("interrupt received"),
-        }
-        shutdown.cancel();
-    });
 }
