@@ -1,1 +1,4 @@
 //! End-to-end tests of the built `hxlog` binary, one module per area.
+
+mod common;
+mod foundation;
