@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -17,6 +18,9 @@ use crate::sensors::Sensors;
 
 /// Samples every interval and forwards to every configured sink until SIGTERM/Ctrl-C.
 pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
+    // First, before anything slow: from here on SIGTERM/SIGINT stop cleanly.
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone())?;
     let secrets = Secrets::load(config.secrets.as_deref())?;
     let sinks = SinkSet::build(config, &secrets, None)?;
     let outbox = open_outbox(config)?;
@@ -38,8 +42,6 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
             "no sink configured (no PG_DB_HOST or AZURE_WEBPUBSUB_CONNECTION_STRING in secrets.json): samples stay in the outbox"
         );
     }
-    let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone());
 
     let mut wakes = vec![];
     let mut tasks = JoinSet::new();
@@ -165,20 +167,22 @@ fn log_bus(config: &Config, sensors: &Sensors) {
     }
 }
 
-fn spawn_signal_handler(shutdown: CancellationToken) {
+/// Listens for SIGTERM and SIGINT and cancels `shutdown` on the first one.
+///
+/// The handlers are registered here, synchronously: registering them inside
+/// the spawned task (or through `ctrl_c()`, which registers on first poll)
+/// leaves a window after start-up in which a signal still has its default
+/// action and kills the process instead of stopping it cleanly.
+fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    error!(error = %e, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
         tokio::select! {
             _ = term.recv() => info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => info!("interrupt received"),
+            _ = interrupt.recv() => info!("interrupt received"),
         }
         shutdown.cancel();
     });
+    Ok(())
 }
