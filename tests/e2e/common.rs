@@ -216,6 +216,15 @@ impl Running {
     }
 }
 
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("pid", &self.child.id())
+            .field("lines", &self.lines.lock().map(|l| l.len()).unwrap_or(0))
+            .finish()
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
@@ -499,6 +508,7 @@ pub fn write_atomic(path: &Path, text: &str) {
 /// `data`, `w1_root` `w1`, `sensor_source` `w1`, `devicenames`
 /// `devicenames.json` mapping T1..T4 to [`IDS`]. Change keys with
 /// [`Setup::set`] / [`Setup::remove_key`]; files are rewritten at once.
+#[derive(Debug)]
 pub struct Setup {
     dir: TempDir,
     config: serde_json::Map<String, Value>,

@@ -77,7 +77,11 @@ fn healthy_bus_exports_exact_values_and_effectiveness() {
     assert_eq!(row["source"], "w1");
     assert_eq!(row["device_id"], "e2e-hx");
     let taken: jiff::Timestamp = row["taken_at"].parse().expect("RFC 3339 taken_at");
-    assert!(row["taken_at"].ends_with('Z'), "not UTC: {}", row["taken_at"]);
+    assert!(
+        row["taken_at"].ends_with('Z'),
+        "not UTC: {}",
+        row["taken_at"]
+    );
     assert!(jiff::Timestamp::now().duration_since(taken).as_secs().abs() < 600);
     for (role, t) in ROLES.iter().zip(TEMPS) {
         assert_eq!(num(row, role), t, "{role}");
@@ -125,7 +129,10 @@ fn every_fault_is_a_missing_reading_with_its_code_and_file() {
     for fault in Fault::ALL {
         let role = fault.code();
         let id = &pairs.iter().find(|(r, _)| r == role).unwrap().1;
-        assert_eq!(row[role], "", "{role}: a failed reading must be an empty cell");
+        assert_eq!(
+            row[role], "",
+            "{role}: a failed reading must be an empty cell"
+        );
         assert_eq!(row[&format!("{role}_quality")], fault.code());
         let reason = &row[&format!("{role}_reason")];
         let file = if fault == Fault::NotFound {
@@ -161,7 +168,8 @@ fn run_samples_until_sigterm_and_records_an_unplugged_sensor() {
     let deadline = Duration::from_secs(30);
 
     assert!(
-        wait_until(deadline, || setup.outbox_path().exists() && setup.sample_count() >= 3),
+        wait_until(deadline, || setup.outbox_path().exists()
+            && setup.sample_count() >= 3),
         "fewer than 3 samples within {deadline:?}: {:#?}",
         run.lines()
     );
@@ -263,8 +271,15 @@ fn malformed_json_names_file_line_and_column_and_destroys_nothing() {
         let at = format!("{name}:3:1");
         assert!(out.stderr.contains(&at), "{which}: no {at} in {out}");
         assert!(out.stderr.contains("line 3, column 1"), "{which}: {out}");
-        assert_eq!(std::fs::read(&file).unwrap(), before, "{which} was modified");
-        assert!(!setup.outbox_path().exists(), "{which}: an outbox was created");
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            before,
+            "{which} was modified"
+        );
+        assert!(
+            !setup.outbox_path().exists(),
+            "{which}: an outbox was created"
+        );
         if which != "secrets" {
             let out = setup.run(&["sample"]);
             out.failed();
@@ -298,7 +313,8 @@ fn garbage_outbox_is_an_error_and_stays_byte_for_byte() {
             let out = setup.run(args);
             out.failed();
             assert!(
-                out.stderr.contains(&setup.outbox_path().display().to_string()),
+                out.stderr
+                    .contains(&setup.outbox_path().display().to_string()),
                 "{args:?} does not name the outbox: {out}"
             );
             assert_eq!(
@@ -399,7 +415,10 @@ fn sensors_lists_the_bus_with_phantoms_and_missing_sensors() {
         .lines()
         .find(|l| l.contains(IDS[3]))
         .unwrap_or_else(|| panic!("{} not listed: {out}", IDS[3]));
-    assert!(missing.contains("T4") && missing.contains("not_found"), "{missing}");
+    assert!(
+        missing.contains("T4") && missing.contains("not_found"),
+        "{missing}"
+    );
     assert!(out.stdout.contains("00-400000000000"), "{out}");
     assert!(out.stdout.contains("phantom"), "{out}");
 
@@ -462,7 +481,11 @@ fn auto_source_with_a_bus_never_falls_back_to_mock() {
 
     // USE_MOCK_SENSORS=false forces the real bus even without one: every
     // reading is missing (not_found), never simulated.
-    let out = output(nobus.cmd(&["sample", "--json"]).env("USE_MOCK_SENSORS", "false"));
+    let out = output(
+        nobus
+            .cmd(&["sample", "--json"])
+            .env("USE_MOCK_SENSORS", "false"),
+    );
     out.ok();
     let s: Value = serde_json::from_str(out.stdout.trim()).unwrap();
     assert_eq!(s["source"], "w1", "{out}");
@@ -490,7 +513,10 @@ fn sample_into_an_unwritable_data_folder_fails_clearly() {
         let folder = setup.dir().join(data_dir).display().to_string();
         assert!(out.stderr.contains(&folder), "{data_dir}: {out}");
         assert!(out.stderr.contains("data_dir"), "{data_dir}: {out}");
-        assert_eq!(out.stdout, "", "{data_dir}: printed a sample it did not write");
+        assert_eq!(
+            out.stdout, "",
+            "{data_dir}: printed a sample it did not write"
+        );
         assert_eq!(std::fs::read_to_string(file).unwrap(), "not a folder\n");
     }
 }
@@ -538,10 +564,7 @@ fn secrets_never_appear_and_world_readable_secrets_warn() {
             out.stderr.contains("chmod 600"),
             "no chmod 600 warning for a 0644 secrets.json: {out}"
         );
-        assert!(
-            out.stderr.contains(&secrets.display().to_string()),
-            "{out}"
-        );
+        assert!(out.stderr.contains(&secrets.display().to_string()), "{out}");
         outputs.push(out);
     }
     for out in &outputs {
