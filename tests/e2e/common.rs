@@ -470,12 +470,19 @@ impl FakeBus {
         self
     }
 
-    /// Removes a sensor's folder, as the kernel does when it is unplugged.
+    /// Removes a sensor's folder, as the kernel does when it is unplugged:
+    /// atomically (renamed out of the bus first), so a reader never sees a
+    /// folder without its `w1_slave`.
     pub fn remove(&self, id: &str) -> &Self {
-        match std::fs::remove_dir_all(self.sensor_dir(id)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => panic!("cannot remove {id}: {e}"),
+        let dir = self.sensor_dir(id);
+        if dir.exists() {
+            let parent = self.root.parent().expect("the bus root has a parent");
+            let gone = tempfile::Builder::new()
+                .prefix(".unplugged-")
+                .tempdir_in(parent)
+                .unwrap();
+            std::fs::rename(&dir, gone.path().join(id)).unwrap();
+            // `gone` deletes the folder and its files when dropped.
         }
         self.update_slave_count();
         self
