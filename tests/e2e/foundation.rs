@@ -309,6 +309,7 @@ fn garbage_outbox_is_an_error_and_stays_byte_for_byte() {
             &["status", "--json"],
             &["export", "--since", "1h"],
             &["simulate", "--count", "2"],
+            &["run"],
         ] {
             let out = setup.run(args);
             out.failed();
