@@ -193,20 +193,22 @@ fn human(d: Duration) -> String {
     }
 }
 
-/// Cancels `shutdown` on SIGTERM or Ctrl-C.
-fn spawn_signal_handler(shutdown: tokio_util::sync::CancellationToken) {
+/// Listens for SIGTERM and SIGINT and cancels `shutdown` on the first one.
+///
+/// The handlers are registered here, synchronously: registering them inside
+/// the spawned task (or through `ctrl_c()`, which registers on first poll)
+/// leaves a window after start-up in which a signal still has its default
+/// action and kills the process instead of stopping it cleanly.
+fn spawn_signal_handler(shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+            _ = interrupt.recv() => tracing::info!("interrupt received"),
         }
         shutdown.cancel();
     });
+    Ok(())
 }

@@ -72,7 +72,7 @@ pub async fn replay(
     drop(outbox);
     let progress = progress_bar(total);
     let shutdown = CancellationToken::new();
-    super::spawn_signal_handler(shutdown.clone());
+    super::spawn_signal_handler(shutdown.clone())?;
     let mut tasks: JoinSet<(&'static str, anyhow::Result<ForwardReport>)> = JoinSet::new();
     let mut opts = ForwardOptions::new(Mode::Drain { give_up_after }, config.retry_max, shutdown);
     opts.on_progress = Some({

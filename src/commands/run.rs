@@ -17,6 +17,9 @@ use crate::sensors::Sensors;
 
 /// Samples every interval and forwards to every configured sink until SIGTERM/Ctrl-C.
 pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
+    // First, before anything slow: from here on SIGTERM/SIGINT stop cleanly.
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone())?;
     let secrets = Secrets::load(config.secrets.as_deref())?;
     let sinks = SinkSet::build(config, &secrets, None)?;
     let outbox = open_outbox(config)?;
@@ -38,8 +41,6 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
             "no sink configured (no PG_DB_HOST or AZURE_WEBPUBSUB_CONNECTION_STRING in secrets.json): samples stay in the outbox"
         );
     }
-    let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone());
 
     let mut wakes = vec![];
     let mut tasks = JoinSet::new();

@@ -1,5 +1,7 @@
 //! End-to-end tests of the built `hxlog` binary, one module per area.
 
+mod common;
+mod foundation;
 mod logger;
 mod ops;
 mod pg;
