@@ -83,7 +83,7 @@ pub struct RawConfig {
     pub retention: Option<String>,
     /// Longest wait between delivery retries, e.g. `"5m"` (default 5m).
     pub retry_max: Option<String>,
-    /// Largest batch per Postgres transaction (default 5000).
+    /// Largest batch per Postgres statement (default 2000).
     pub postgres_batch_size: Option<usize>,
     /// Web PubSub hub name (default `heatexchanger`).
     pub webpubsub_hub: Option<String>,
@@ -289,7 +289,7 @@ impl RawConfig {
                 );
             }
         }
-        let postgres_batch_size = self.postgres_batch_size.unwrap_or(5000);
+        let postgres_batch_size = self.postgres_batch_size.unwrap_or(2000);
         if !(1..=100_000).contains(&postgres_batch_size) {
             bail!("{where_}: \"postgres_batch_size\" must be between 1 and 100000");
         }

@@ -16,3 +16,8 @@ pub mod sampler;
 pub mod sensors;
 pub mod sinks;
 pub mod when;
+
+/// The README's Rust examples run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -9,7 +9,6 @@ fn main() -> ExitCode {
     match hxlog::commands::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "fatal");
             eprintln!("hxlog: error: {e:#}");
             ExitCode::from(hxlog::commands::EXIT_FAILURE)
         }

@@ -15,7 +15,41 @@ use crate::sample::Quality;
 pub fn status(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
     let secrets = Secrets::load(config.secrets.as_deref())?;
     let sinks = configured_sink_names(&secrets);
-    let outbox = Outbox::open_existing(&config.outbox_path())?;
+    let path = config.outbox_path();
+    if !path.exists() {
+        if as_json {
+            let out = json!({
+                "device_id": config.device_id,
+                "source": config.effective_source(),
+                "outbox": {"path": path, "samples": 0, "sinks": []},
+                "configured_sinks": sinks,
+                "last_sample": null,
+                "bus_warning": bus_trouble(config),
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            println!(
+                "device:   {} (source {}, {})",
+                config.device_id,
+                config.effective_source(),
+                config.source_origin
+            );
+            println!(
+                "outbox:   none yet at {} (no sample taken; run `hxlog sample` or `hxlog run`)",
+                path.display()
+            );
+            println!(
+                "sinks:    {}",
+                if sinks.is_empty() {
+                    "none configured".to_string()
+                } else {
+                    sinks.join(", ")
+                }
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let outbox = Outbox::open_existing(&path)?;
     let st = outbox.status(&sinks)?;
     let last = outbox.last()?;
     let bus_trouble = bus_trouble(config);
@@ -24,6 +58,7 @@ pub fn status(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
             json!({
                 "taken_at": l.sample.taken_at.to_string(),
                 "source": l.sample.source,
+                "mock": l.sample.source == crate::sample::Source::Mock,
                 "readings": l.sample.readings,
                 "efficiency": l.sample.efficiency,
             })

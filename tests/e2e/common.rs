@@ -18,12 +18,13 @@ use tempfile::TempDir;
 
 /// Environment variables that change hxlog's behaviour; [`hxlog`] removes them
 /// so a developer's shell cannot leak into a test.
-pub const HXLOG_ENV: [&str; 5] = [
+pub const HXLOG_ENV: [&str; 6] = [
     "USE_MOCK_SENSORS",
     "HXLOG_CONFIG",
     "RUST_LOG",
     "XDG_DATA_HOME",
     "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
 ];
 
 /// The `hxlog` binary built by cargo for this test run.

@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::common;
 
 use serde_json::{Value, json};
 
@@ -39,17 +41,12 @@ impl Logger {
 
     /// `hxlog --config <dir>/hxlog.json ARGS` with a clean environment.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_hxlog"));
+        let mut c = common::hxlog();
         c.arg("--config")
             .arg(self.path().join("hxlog.json"))
             .args(args)
             .current_dir(self.path())
-            .env_remove("USE_MOCK_SENSORS")
-            .env_remove("HXLOG_CONFIG")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null());
+            .env("RUST_LOG", "info");
         c
     }
 
@@ -111,30 +108,18 @@ impl Logger {
 
 /// Sends SIGTERM and waits (at most `within`) for a clean exit; returns the exit status.
 pub fn terminate(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("hxlog did not exit within {within:?} of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::sigterm(child.id());
+    common::wait_exit(child, within).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("hxlog did not exit within {within:?} of SIGTERM")
+    })
 }
 
 /// Polls `cond` until it holds, failing with `what` after `timeout`.
-pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+#[track_caller]
+pub fn wait_until(timeout: Duration, what: &str, cond: impl FnMut() -> bool) {
+    assert!(
+        common::wait_until(timeout, cond),
+        "timed out after {timeout:?} waiting until {what}"
+    );
 }
