@@ -223,3 +223,59 @@ async fn take_one(sampler: &mut Sampler, opts: &LoopOptions) {
         Err(e) => error!(error = %format!("{e:#}"), "sample not written"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Synchronous;
+    use crate::outbox::Outbox;
+    use crate::sensors::{SensorSettings, Sensors};
+
+    #[tokio::test]
+    async fn a_full_disk_keeps_samples_in_memory_until_it_has_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.sqlite");
+        let outbox = Outbox::open(&path, Synchronous::Full).unwrap();
+        let shared = SharedOutbox::new(outbox);
+        let mut sampler = Sampler::new(
+            Sensors::mock(&SensorSettings::default(), 1),
+            "hx".into(),
+            shared.clone(),
+        );
+        let first = sampler.read().await.unwrap();
+        sampler.write(first).await.unwrap();
+        // the disk is "full": no page can be added
+        let pages: u64 = std::fs::metadata(&path).unwrap().len() / 4096;
+        shared
+            .call(move |o| o.limit_pages_for_tests(pages.max(1)))
+            .await
+            .unwrap();
+        let mut failures = 0;
+        for _ in 0..200 {
+            let s = sampler.read().await.unwrap();
+            if sampler.write(s).await.is_err() {
+                failures += 1;
+            }
+        }
+        assert!(failures > 0, "the page limit never filled the outbox");
+        assert!(sampler.unwritten() > 0);
+        let err = {
+            let s = sampler.read().await.unwrap();
+            format!("{:#}", sampler.write(s).await.unwrap_err())
+        };
+        assert!(
+            err.contains("disk full") && err.contains("held in memory"),
+            "{err}"
+        );
+        // room again: everything held is written, nothing lost or doubled
+        shared
+            .call(|o| o.limit_pages_for_tests(1_000_000))
+            .await
+            .unwrap();
+        let s = sampler.read().await.unwrap();
+        sampler.write(s).await.unwrap();
+        assert_eq!(sampler.unwritten(), 0);
+        let n = shared.call(|o| o.status(&[])).await.unwrap().samples;
+        assert_eq!(n, 1 + 200 + 1 + 1);
+    }
+}

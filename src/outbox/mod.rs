@@ -492,6 +492,17 @@ impl Outbox {
     }
 }
 
+impl Outbox {
+    /// Caps the file at `pages` pages (SQLite's `max_page_count`), so tests can
+    /// see what a full disk does.
+    #[doc(hidden)]
+    pub fn limit_pages_for_tests(&self, pages: u64) -> anyhow::Result<()> {
+        self.conn
+            .pragma_update(None, "max_page_count", pages as i64)?;
+        Ok(())
+    }
+}
+
 /// An [`Outbox`] shared between async tasks; every call runs on tokio's
 /// blocking pool so SQLite never blocks the runtime.
 #[derive(Clone, Debug)]

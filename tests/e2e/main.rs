@@ -7,5 +7,6 @@ mod ops;
 mod pg;
 mod postgres;
 mod proxy;
+mod service;
 mod webpubsub;
 mod wps_server;

@@ -1,0 +1,98 @@
+//! `hxlog run` as systemd runs it: sd_notify READY/WATCHDOG/STOPPING on a fake
+//! `NOTIFY_SOCKET`, JSON logs, the optional log file.
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::logger::{Logger, terminate};
+
+/// Collects the datagrams hxlog sends to the fake notify socket until `until` holds.
+fn receive_until(
+    sock: &UnixDatagram,
+    timeout: Duration,
+    until: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut got = vec![];
+    let mut buf = [0u8; 4096];
+    while !until(&got) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out; notifications so far: {got:?}"
+        );
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    got
+}
+
+#[test]
+fn run_notifies_systemd_and_pets_the_watchdog() {
+    let l = Logger::new(json!({ "interval": "1m", "secrets": null }));
+    let path = l.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let log = std::fs::File::create(l.log_path()).unwrap();
+    let mut child = l
+        .cmd(&["run"])
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "400000")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // READY once the outbox is open, then WATCHDOG every 200 ms although the
+    // sampling interval is a minute
+    let got = receive_until(&sock, Duration::from_secs(30), |g| {
+        g.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3
+    });
+    let ready = got
+        .iter()
+        .position(|m| m.contains("READY=1"))
+        .expect("READY=1 sent");
+    let first_watchdog = got.iter().position(|m| m.contains("WATCHDOG=1")).unwrap();
+    assert!(ready <= first_watchdog, "{got:?}");
+    assert!(
+        l.path().join("data/outbox.sqlite").exists(),
+        "READY before the outbox exists"
+    );
+    assert!(terminate(&mut child, Duration::from_secs(5)).success());
+    let rest = receive_until(&sock, Duration::from_secs(5), |g| {
+        g.iter().any(|m| m.contains("STOPPING=1"))
+    });
+    assert!(rest.iter().any(|m| m.contains("STOPPING=1")));
+    // state saved: the sample taken at start is in the outbox
+    assert_eq!(l.samples(), 1);
+}
+
+#[test]
+fn json_logs_and_a_log_file_that_survives_rotation() {
+    let l = Logger::new(json!({ "log_file": "hxlog.log", "secrets": null }));
+    let out = l.cmd(&["--log-format", "json", "sample"]).output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(!lines.is_empty());
+    assert!(
+        lines
+            .iter()
+            .all(|v| v["level"].is_string() && v["fields"].is_object()),
+        "{stderr}"
+    );
+    let file = std::fs::read_to_string(l.path().join("hxlog.log")).unwrap();
+    assert!(file.contains("simulated heat exchanger"), "{file}");
+    // logrotate moves the file away: the next run writes a new one
+    std::fs::rename(l.path().join("hxlog.log"), l.path().join("hxlog.log.1")).unwrap();
+    l.ok(&["sample"]);
+    assert!(
+        std::fs::read_to_string(l.path().join("hxlog.log"))
+            .unwrap()
+            .contains("simulated")
+    );
+}
