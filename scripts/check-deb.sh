@@ -114,6 +114,7 @@ expect_file -rw-r--r-- etc/hxlog/hxlog.json
 expect_file -rw-r--r-- etc/hxlog/devicenames.json
 expect_file -rw------- etc/hxlog/secrets.json
 expect_file -rw-r--r-- usr/share/doc/hxlog/OPERATIONS.md
+expect_file -rw-r--r-- usr/share/doc/hxlog/README.md
 expect_file -rwxr-xr-x usr/share/hxlog/scripts/w1_diagnostic.sh
 expect_file -rwxr-xr-x usr/share/hxlog/scripts/w1_bus_recovery.sh
 
@@ -148,6 +149,16 @@ else
     perm=$(stat -c '%a %U:%G' /var/lib/hxlog)
     check "/var/lib/hxlog $perm" "/var/lib/hxlog is $perm, expected 750 hxlog:hxlog" test "$perm" = "750 hxlog:hxlog"
     if /usr/bin/hxlog --help >/dev/null 2>&1; then pass "hxlog --help runs"; else fail "hxlog --help failed"; fi
+    if [[ $stub -eq 0 ]]; then
+        # The packaged config, run as the service user (simulated sensors: no bus here).
+        if runuser -u hxlog -- env USE_MOCK_SENSORS=true HXLOG_CONFIG=/etc/hxlog/hxlog.json /usr/bin/hxlog sample >/dev/null 2>&1 \
+            && runuser -u hxlog -- env HXLOG_CONFIG=/etc/hxlog/hxlog.json /usr/bin/hxlog status >/dev/null 2>&1 \
+            && test -f /var/lib/hxlog/outbox.sqlite; then
+            pass "hxlog sample and status run as user hxlog with the packaged config"
+        else
+            fail "hxlog sample/status as user hxlog with the packaged config failed"
+        fi
+    fi
 
     echo "Remove (keeps state)"
     touch /var/lib/hxlog/check-deb-marker

@@ -44,25 +44,16 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
 
     let mut wakes = vec![];
     let mut tasks = JoinSet::new();
-    let mut spawn = |opts: ForwardOptions| {
+    let mut follow = || {
+        let opts = ForwardOptions::new(Mode::Follow, config.retry_max, shutdown.clone());
         wakes.push(opts.wake.clone());
         opts
     };
     if let Some(pg) = sinks.postgres {
-        let opts = spawn(ForwardOptions::new(
-            Mode::Follow,
-            config.retry_max,
-            shutdown.clone(),
-        ));
-        tasks.spawn(forward(pg, forwarder_outbox(config)?, opts));
+        tasks.spawn(forward(pg, forwarder_outbox(config)?, follow()));
     }
     if let Some(wps) = sinks.webpubsub {
-        let opts = spawn(ForwardOptions::new(
-            Mode::Follow,
-            config.retry_max,
-            shutdown.clone(),
-        ));
-        tasks.spawn(forward(wps, forwarder_outbox(config)?, opts));
+        tasks.spawn(forward(wps, forwarder_outbox(config)?, follow()));
     }
 
     let sampler = Sampler::new(sensors, config.device_id.clone(), SharedOutbox::new(outbox));
