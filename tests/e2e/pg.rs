@@ -72,78 +72,136 @@ fn answers(s: &Server) -> bool {
     block(async { connect(s, "postgres").await.is_ok() })
 }
 
-/// Starts a throwaway cluster when `initdb` and `pg_ctl` exist (as the
-/// `postgres` user when we are root, since initdb refuses root).
-fn throwaway_cluster() -> Option<Server> {
-    let bin = ["/usr/lib/postgresql/15/bin", "/usr/local/bin", "/usr/bin"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|d| d.join("initdb").exists() && d.join("pg_ctl").exists())?;
-    let dir = std::env::temp_dir().join(format!("hxlog-pg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).ok()?;
-    let port = free_port();
-    let root = unsafe { libc::geteuid() } == 0;
-    let run = |args: &[&str]| -> bool {
-        let mut c = if root {
+/// A throwaway PostgreSQL cluster of a test's own, started with `initdb` and
+/// `pg_ctl` (as the `postgres` user when we are root, since initdb refuses
+/// root). Stopped and deleted when dropped.
+pub struct Cluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    root: bool,
+    pub port: u16,
+}
+
+impl Cluster {
+    /// The folder with `initdb` and `pg_ctl`, if PostgreSQL's server binaries are installed.
+    fn bin_dir() -> Option<PathBuf> {
+        let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .collect();
+        candidates.sort();
+        candidates.reverse();
+        candidates.push(PathBuf::from("/usr/local/bin"));
+        candidates.push(PathBuf::from("/usr/bin"));
+        candidates
+            .into_iter()
+            .find(|d| d.join("initdb").exists() && d.join("pg_ctl").exists())
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> bool {
+        let exe = self.bin.join(tool);
+        let mut c = if self.root {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]);
+            c.args(["-u", "postgres", "--"]).arg(&exe);
             c
         } else {
-            Command::new(args[0])
+            Command::new(&exe)
         };
-        if root {
-            c.args(args);
-        } else {
-            c.args(&args[1..]);
-        }
-        c.status().map(|s| s.success()).unwrap_or(false)
-    };
-    if root {
-        Command::new("chown")
-            .args(["postgres:postgres", dir.to_str()?])
+        c.args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .status()
-            .ok()?;
+            .map(|s| s.success())
+            .unwrap_or(false)
     }
-    let data = dir.join("data");
-    let initdb = bin.join("initdb");
-    let pg_ctl = bin.join("pg_ctl");
-    if !run(&[
-        initdb.to_str()?,
-        "-D",
-        data.to_str()?,
-        "-A",
-        "trust",
-        "-U",
-        "postgres",
-    ]) {
-        return None;
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
     }
-    let opts = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1",
-        dir.display()
-    );
-    if !run(&[
-        pg_ctl.to_str()?,
-        "-D",
-        data.to_str()?,
-        "-o",
-        &opts,
-        "-w",
-        "-l",
-        dir.join("log").to_str()?,
-        "start",
-    ]) {
-        return None;
+
+    /// Creates and starts a cluster on a free port, or `None` when that is not possible here.
+    pub fn start() -> Option<Cluster> {
+        let bin = Self::bin_dir()?;
+        let dir = std::env::temp_dir().join(format!(
+            "hxlog-pg-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).ok()?;
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            let ok = Command::new("chown")
+                .args(["postgres:postgres", dir.to_str()?])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return None;
+            }
+        }
+        let cluster = Cluster {
+            dir,
+            bin,
+            root,
+            port: free_port(),
+        };
+        let data = cluster.data();
+        if !cluster.run("initdb", &["-D", &data, "-A", "trust", "-U", "postgres"]) {
+            return None;
+        }
+        cluster.pg_ctl("start").then_some(cluster)
     }
-    eprintln!(
-        "tests: started a throwaway PostgreSQL cluster in {} on port {port}",
-        dir.display()
-    );
-    Some(Server {
-        host: "127.0.0.1".into(),
-        port,
-        user: "postgres".into(),
-    })
+
+    fn pg_ctl(&self, action: &str) -> bool {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &opts,
+                "-l",
+                &log,
+                "-m",
+                "fast",
+                "-w",
+                action,
+            ],
+        )
+    }
+
+    /// Restarts the server (fast shutdown: clients are disconnected, as in a real restart).
+    pub fn restart(&self) {
+        assert!(
+            self.pg_ctl("restart"),
+            "pg_ctl restart failed; see {}/log",
+            self.dir.display()
+        );
+    }
+
+    /// How to reach it.
+    pub fn server(&self) -> Server {
+        Server {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            user: "postgres".into(),
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.data();
+        self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// A free TCP port on loopback (nothing listens there once this returns).
@@ -166,7 +224,14 @@ pub fn server() -> Option<Server> {
                 return Some(s);
             }
             eprintln!("tests: no PostgreSQL answers at {url}; trying a throwaway cluster");
-            throwaway_cluster()
+            let cluster = Cluster::start()?;
+            eprintln!("tests: started a throwaway PostgreSQL cluster on port {}", cluster.port);
+            let server = cluster.server();
+            // It serves every test of this process, so it is not dropped; it
+            // outlives the run (stop it with `pg_ctl -D <its dir>/data stop`).
+            eprintln!("tests: leaving it running after the tests: {}", cluster.dir.display());
+            std::mem::forget(cluster);
+            Some(server)
         })
         .clone()
         .or_else(|| {
@@ -187,7 +252,11 @@ pub struct TestDb {
 impl TestDb {
     /// Creates a fresh database, or `None` when Postgres tests are skipped.
     pub fn create() -> Option<TestDb> {
-        let server = server()?;
+        Some(Self::create_on(server()?))
+    }
+
+    /// Creates a fresh database on `server`.
+    pub fn create_on(server: Server) -> TestDb {
         let name = format!(
             "hxlog_test_{}_{}_{}",
             std::process::id(),
@@ -202,7 +271,7 @@ impl TestDb {
                 .await
                 .expect("create database");
         });
-        Some(TestDb { server, name })
+        TestDb { server, name }
     }
 
     /// Writes a seed-format `secrets.json` for this database into `dir`, with

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::logger::{Logger, terminate, wait_until};
-use crate::pg::TestDb;
+use crate::pg::{Cluster, TestDb};
 use crate::proxy::Proxy;
 
 /// A logger writing to `db` (optionally through a port other than the server's).
@@ -340,4 +340,38 @@ fn a_fleet_shares_one_table_and_the_engineers_query_uses_the_index() {
         "SELECT taken_at, t1 FROM samples WHERE device_id = 'hx-01' AND taken_at > now() - interval '7 days'",
     );
     assert!(plan.contains("samples_device_taken_at"), "{plan}");
+}
+
+#[test]
+fn a_postgres_restart_mid_run_loses_and_duplicates_nothing() {
+    // A cluster of this test's own, so restarting it disturbs no other test.
+    let Some(cluster) = Cluster::start() else {
+        assert!(
+            std::env::var("HXLOG_REQUIRE_PG").as_deref() != Ok("1"),
+            "HXLOG_REQUIRE_PG=1 but no throwaway cluster could be started (initdb/pg_ctl)"
+        );
+        eprintln!("*** SKIPPED: cannot start a throwaway PostgreSQL cluster here ***");
+        return;
+    };
+    let db = TestDb::create_on(cluster.server());
+    let l = logger(&db, None, &[("PG_DB_SSLMODE", "disable")], json!({}));
+    let mut child = l.spawn_run();
+    wait_until(Duration::from_secs(60), "first samples delivered", || {
+        db.samples() >= 3
+    });
+    cluster.restart();
+    let after = db.samples();
+    wait_until(
+        Duration::from_secs(60),
+        "delivery resumes after the restart",
+        || db.samples() >= after + 3,
+    );
+    assert!(terminate(&mut child, Duration::from_secs(5)).success());
+    l.ok(&["replay"]);
+    assert_eq!(db.samples() as u64, l.samples());
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT sample_id) FROM samples") as u64,
+        l.samples()
+    );
+    drop(db);
 }
