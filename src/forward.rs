@@ -137,8 +137,8 @@ pub async fn forward<S: Sink>(
     opts: ForwardOptions,
 ) -> anyhow::Result<ForwardReport> {
     let name = sink.name();
-    {
-        outbox.call(move |o| o.register_sinks(&[name])).await?;
+    if let Err(e) = outbox.call(move |o| o.register_sinks(&[name])).await {
+        warn!(sink = name, error = %format!("{e:#}"), "cannot register the sink in the outbox");
     }
     let mut report = ForwardReport::default();
     let max_batch = sink.max_batch().max(1);
@@ -175,7 +175,19 @@ pub async fn forward<S: Sink>(
         match send_with_retry(&mut sink, &samples, &outbox, &opts).await? {
             Outcome::Delivered => {
                 let last = *seqs.last().expect("non-empty batch");
-                outbox.call(move |o| o.ack(name, last, n)).await?;
+                if let Err(e) = outbox.call(move |o| o.ack(name, last, n)).await {
+                    if let Mode::Drain { .. } = opts.mode {
+                        return Err(e.context("recording the delivery in the outbox"));
+                    }
+                    // The sink has the batch; without the ack it is resent
+                    // later, which the sink deduplicates. Keep forwarding.
+                    error!(sink = name, error = %format!("{e:#}"), "cannot record the delivery in the outbox (disk full?); the batch will be resent");
+                    if wait(&opts, Duration::from_secs(1)).await {
+                        report.interrupted = true;
+                        break;
+                    }
+                    continue;
+                }
                 report.delivered += n as u64;
                 if let Some(p) = &opts.on_progress {
                     p(n as u64);
@@ -183,7 +195,17 @@ pub async fn forward<S: Sink>(
             }
             Outcome::Rejected(reason) => {
                 error!(sink = name, samples = n, reason = %reason, "sink refused these samples; recorded as rejected, moving on");
-                outbox.call(move |o| o.reject(name, &seqs, &reason)).await?;
+                if let Err(e) = outbox.call(move |o| o.reject(name, &seqs, &reason)).await {
+                    if let Mode::Drain { .. } = opts.mode {
+                        return Err(e.context("recording the refusal in the outbox"));
+                    }
+                    error!(sink = name, error = %format!("{e:#}"), "cannot record the refusal in the outbox; retrying the batch");
+                    if wait(&opts, Duration::from_secs(1)).await {
+                        report.interrupted = true;
+                        break;
+                    }
+                    continue;
+                }
                 report.rejected += n as u64;
                 if let Some(p) = &opts.on_progress {
                     p(n as u64);
@@ -295,9 +317,13 @@ async fn send_with_retry<S: Sink>(
         }
         {
             let message = message.clone();
-            outbox
+            if let Err(e) = outbox
                 .call(move |o| o.record_failure(name, class, &message, until))
-                .await?;
+                .await
+            {
+                // Only `status` loses this detail; the retry goes on.
+                warn!(sink = name, error = %format!("{e:#}"), "cannot record the failure in the outbox");
+            }
         }
         if let Mode::Drain { give_up_after } = opts.mode {
             if matches!(err, SinkError::Permanent { .. }) {

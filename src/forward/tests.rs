@@ -184,3 +184,61 @@ fn delays_are_jittered_and_capped() {
     assert!(late.iter().any(|d| *d < Duration::from_secs(1)));
     assert!(late.iter().any(|d| *d > Duration::from_secs(1)));
 }
+
+/// Delivers fine, but makes the outbox unwritable around its first delivery.
+struct AckFailsOnceSink {
+    outbox: SharedOutbox,
+    sends: usize,
+    received: Arc<Mutex<Vec<uuid::Uuid>>>,
+}
+
+impl Sink for AckFailsOnceSink {
+    fn name(&self) -> &'static str {
+        "ackfails"
+    }
+    fn max_batch(&self) -> usize {
+        100
+    }
+    async fn send(&mut self, batch: &[Sample]) -> Result<(), SinkError> {
+        self.sends += 1;
+        let read_only = self.sends == 1;
+        self.outbox
+            .call(move |o| o.set_read_only_for_tests(read_only))
+            .await
+            .unwrap();
+        self.received
+            .lock()
+            .unwrap()
+            .extend(batch.iter().map(|s| s.id));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failed_ack_resends_the_batch_and_keeps_forwarding() {
+    let (_d, ob, ids) = setup(5);
+    let received = Arc::new(Mutex::new(vec![]));
+    let sink = AckFailsOnceSink {
+        outbox: ob.clone(),
+        sends: 0,
+        received: received.clone(),
+    };
+    let shutdown = CancellationToken::new();
+    let opts = ForwardOptions::new(Mode::Follow, Duration::from_secs(1), shutdown.clone());
+    let task = tokio::spawn(forward(sink, ob.clone(), opts));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ob.call(|o| o.pending_count("ackfails")).await.unwrap() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the forwarder stopped after a failed ack"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    let report = task.await.unwrap().unwrap();
+    assert_eq!(report.delivered, 5);
+    // delivered twice (at least once), acknowledged once
+    let got = received.lock().unwrap().clone();
+    assert_eq!(got.len(), 10);
+    assert_eq!(got[5..], ids[..]);
+}

@@ -501,6 +501,14 @@ impl Outbox {
             .pragma_update(None, "max_page_count", pages as i64)?;
         Ok(())
     }
+
+    /// Makes every write on this connection fail (`query_only`), so tests can
+    /// see what an outbox that cannot record anything does.
+    #[doc(hidden)]
+    pub fn set_read_only_for_tests(&self, read_only: bool) -> anyhow::Result<()> {
+        self.conn.pragma_update(None, "query_only", read_only)?;
+        Ok(())
+    }
 }
 
 /// An [`Outbox`] shared between async tasks; every call runs on tokio's
