@@ -133,7 +133,14 @@ fn check_sources(outbox: &Outbox, now: Source) {
 /// devices, parasite power.
 fn log_bus(config: &Config, sensors: &Sensors) {
     let Sensors::W1(bus) = sensors else {
-        info!(source_from = %config.source_origin, "using the simulated heat exchanger: every sample is marked mock");
+        let why = match config.sensor_source {
+            crate::config::SensorSource::Auto => format!(
+                "no 1-Wire bus at {} (sensor_source auto)",
+                config.sensors.w1_root.display()
+            ),
+            _ => config.source_origin.clone(),
+        };
+        info!("using the simulated heat exchanger ({why}): every sample is marked mock");
         return;
     };
     match bus.scan() {
