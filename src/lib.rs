@@ -3,19 +3,22 @@
 //! Data flows one way: [`sensors`] → [`outbox`] → [`forward`] → [`sinks`].
 //! See `ARCHITECTURE.md` for the map.
 
-pub mod cli;
-pub mod commands;
-pub mod config;
+#![warn(missing_docs)]
+
+// Reading order: the domain, then the data flow, then the program around it.
+pub mod when;
+pub mod sample;
 pub mod efficiency;
+pub mod config;
+pub mod sensors;
+pub mod outbox;
+pub mod sampler;
 pub mod forward;
+pub mod sinks;
+pub mod cli;
 pub mod logging;
 pub mod notify;
-pub mod outbox;
-pub mod sample;
-pub mod sampler;
-pub mod sensors;
-pub mod sinks;
-pub mod when;
+pub mod commands;
 
 /// The README's Rust examples run as doc tests.
 #[cfg(doctest)]
