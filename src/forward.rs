@@ -172,49 +172,44 @@ pub async fn forward<S: Sink>(
         let seqs: Vec<i64> = batch.iter().map(|s| s.seq).collect();
         let samples: Vec<Sample> = batch.into_iter().map(|s: Stored| s.sample).collect();
         let n = samples.len();
-        match send_with_retry(&mut sink, &samples, &outbox, &opts).await? {
+        let outcome = send_with_retry(&mut sink, &samples, &outbox, &opts).await?;
+        let (recorded, rejected) = match outcome {
             Outcome::Delivered => {
                 let last = *seqs.last().expect("non-empty batch");
-                if let Err(e) = outbox.call(move |o| o.ack(name, last, n)).await {
-                    if let Mode::Drain { .. } = opts.mode {
-                        return Err(e.context("recording the delivery in the outbox"));
-                    }
-                    // The sink has the batch; without the ack it is resent
-                    // later, which the sink deduplicates. Keep forwarding.
-                    error!(sink = name, error = %format!("{e:#}"), "cannot record the delivery in the outbox (disk full?); the batch will be resent");
-                    if wait(&opts, Duration::from_secs(1)).await {
-                        report.interrupted = true;
-                        break;
-                    }
-                    continue;
-                }
-                report.delivered += n as u64;
-                if let Some(p) = &opts.on_progress {
-                    p(n as u64);
-                }
+                (outbox.call(move |o| o.ack(name, last, n)).await, false)
             }
             Outcome::Rejected(reason) => {
                 error!(sink = name, samples = n, reason = %reason, "sink refused these samples; recorded as rejected, moving on");
-                if let Err(e) = outbox.call(move |o| o.reject(name, &seqs, &reason)).await {
-                    if let Mode::Drain { .. } = opts.mode {
-                        return Err(e.context("recording the refusal in the outbox"));
-                    }
-                    error!(sink = name, error = %format!("{e:#}"), "cannot record the refusal in the outbox; retrying the batch");
-                    if wait(&opts, Duration::from_secs(1)).await {
-                        report.interrupted = true;
-                        break;
-                    }
-                    continue;
-                }
-                report.rejected += n as u64;
-                if let Some(p) = &opts.on_progress {
-                    p(n as u64);
-                }
+                (
+                    outbox.call(move |o| o.reject(name, &seqs, &reason)).await,
+                    true,
+                )
             }
             Outcome::Interrupted => {
                 report.interrupted = true;
                 break;
             }
+        };
+        if let Err(e) = recorded {
+            if let Mode::Drain { .. } = opts.mode {
+                return Err(e.context("recording the delivery in the outbox"));
+            }
+            // Without the record the batch is sent again later, which the
+            // sink deduplicates: keep forwarding rather than stop.
+            error!(sink = name, error = %format!("{e:#}"), "cannot record the delivery in the outbox (disk full?); the batch will be resent");
+            if wait(&opts, Duration::from_secs(1)).await {
+                report.interrupted = true;
+                break;
+            }
+            continue;
+        }
+        if rejected {
+            report.rejected += n as u64;
+        } else {
+            report.delivered += n as u64;
+        }
+        if let Some(p) = &opts.on_progress {
+            p(n as u64);
         }
     }
     info!(
