@@ -273,29 +273,39 @@ fn tls_modes_against_the_local_server() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("PG_DB_SSLMODE"));
 }
 
-#[test]
-fn a_terminated_backend_is_survived() {
-    let db = db_or_skip!();
-    let l = logger(&db, None, &[("PG_DB_SSLMODE", "disable")], json!({}));
+/// Runs the logger against `db`, calls `disrupt` once samples flow, and checks
+/// that delivery resumes and ends with every sample exactly once.
+fn delivery_survives(db: &TestDb, disrupt: impl FnOnce()) {
+    let l = logger(db, None, &[("PG_DB_SSLMODE", "disable")], json!({}));
     let mut child = l.spawn_run();
     wait_until(Duration::from_secs(60), "first samples delivered", || {
         db.samples() >= 2
     });
-    // what a Postgres restart looks like to a client: 57P01 admin_shutdown
-    let killed = db.scalar(&format!(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'hxlog' AND datname = '{}'",
-        db.name
-    ));
-    assert!(killed >= 1, "no hxlog backend found");
+    disrupt();
     let after = db.samples();
-    wait_until(
-        Duration::from_secs(60),
-        "delivery resumes on a new connection",
-        || db.samples() >= after + 3,
-    );
+    wait_until(Duration::from_secs(60), "delivery resumes", || {
+        db.samples() >= after + 3
+    });
     assert!(terminate(&mut child, Duration::from_secs(5)).success());
     l.ok(&["replay"]);
     assert_eq!(db.samples() as u64, l.samples());
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT sample_id) FROM samples") as u64,
+        l.samples()
+    );
+}
+
+#[test]
+fn a_terminated_backend_is_survived() {
+    let db = db_or_skip!();
+    delivery_survives(&db, || {
+        // what a server shutdown looks like to a client: 57P01 admin_shutdown
+        let killed = db.scalar(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'hxlog' AND datname = '{}'",
+            db.name
+        ));
+        assert!(killed >= 1, "no hxlog backend found");
+    });
 }
 
 #[test]
@@ -354,24 +364,6 @@ fn a_postgres_restart_mid_run_loses_and_duplicates_nothing() {
         return;
     };
     let db = TestDb::create_on(cluster.server());
-    let l = logger(&db, None, &[("PG_DB_SSLMODE", "disable")], json!({}));
-    let mut child = l.spawn_run();
-    wait_until(Duration::from_secs(60), "first samples delivered", || {
-        db.samples() >= 3
-    });
-    cluster.restart();
-    let after = db.samples();
-    wait_until(
-        Duration::from_secs(60),
-        "delivery resumes after the restart",
-        || db.samples() >= after + 3,
-    );
-    assert!(terminate(&mut child, Duration::from_secs(5)).success());
-    l.ok(&["replay"]);
-    assert_eq!(db.samples() as u64, l.samples());
-    assert_eq!(
-        db.scalar("SELECT count(DISTINCT sample_id) FROM samples") as u64,
-        l.samples()
-    );
+    delivery_survives(&db, || cluster.restart());
     drop(db);
 }
