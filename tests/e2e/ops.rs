@@ -145,6 +145,19 @@ impl FakeTree {
     }
 }
 
+/// Runs `cmd`, asserts it exited 0 (showing both streams if not), returns stdout.
+#[track_caller]
+fn run_ok(cmd: Command) -> String {
+    let out = run(cmd);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&out.stderr)
+    );
+    stdout
+}
+
 fn run(mut cmd: Command) -> Output {
     cmd.output().expect("run script")
 }
@@ -293,13 +306,7 @@ fn recovery_dry_run_lists_the_plan_and_changes_nothing() {
     // would fail loudly if the dry run executed it
     cmd.args(["--dry-run", "--yes"])
         .env("MODPROBE", "/nonexistent/modprobe");
-    let out = run(cmd);
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        text(&out.stderr)
-    );
+    let stdout = run_ok(cmd);
     let remove = tree.w1().join("w1_bus_master1/w1_master_remove");
     for want in [
         format!("remove phantom device {PHANTOM}"),
@@ -332,13 +339,7 @@ fn recovery_with_yes_removes_phantoms_and_reloads_modules() {
     cmd.arg("--yes")
         .env("MODPROBE", &fake)
         .env("MODPROBE_LOG", &log);
-    let out = run(cmd);
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        text(&out.stderr)
-    );
+    run_ok(cmd);
 
     let master = tree.w1().join("w1_bus_master1");
     assert_eq!(

@@ -126,13 +126,7 @@ fn an_outage_loses_nothing_and_duplicates_nothing() {
     wait_until(Duration::from_secs(60), "caught up again", || {
         l.sink("postgres")["pending"].as_u64().unwrap() <= 1 && db.samples() as u64 > before
     });
-    assert!(terminate(&mut child, Duration::from_secs(5)).success());
-    l.ok(&["replay"]);
-    assert_eq!(db.samples() as u64, l.samples());
-    assert_eq!(
-        db.scalar("SELECT count(DISTINCT sample_id) FROM samples") as u64,
-        l.samples()
-    );
+    stop_and_check_exactly_once(&l, &db, &mut child);
 }
 
 #[test]
@@ -273,6 +267,18 @@ fn tls_modes_against_the_local_server() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("PG_DB_SSLMODE"));
 }
 
+/// Stops `hxlog run` with SIGTERM (clean exit), replays what was pending, and
+/// checks that Postgres holds every outbox sample exactly once.
+fn stop_and_check_exactly_once(l: &Logger, db: &TestDb, child: &mut std::process::Child) {
+    assert!(terminate(child, Duration::from_secs(5)).success());
+    l.ok(&["replay"]);
+    assert_eq!(db.samples() as u64, l.samples());
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT sample_id) FROM samples") as u64,
+        l.samples()
+    );
+}
+
 /// Runs the logger against `db`, calls `disrupt` once samples flow, and checks
 /// that delivery resumes and ends with every sample exactly once.
 fn delivery_survives(db: &TestDb, disrupt: impl FnOnce()) {
@@ -286,13 +292,7 @@ fn delivery_survives(db: &TestDb, disrupt: impl FnOnce()) {
     wait_until(Duration::from_secs(60), "delivery resumes", || {
         db.samples() >= after + 3
     });
-    assert!(terminate(&mut child, Duration::from_secs(5)).success());
-    l.ok(&["replay"]);
-    assert_eq!(db.samples() as u64, l.samples());
-    assert_eq!(
-        db.scalar("SELECT count(DISTINCT sample_id) FROM samples") as u64,
-        l.samples()
-    );
+    stop_and_check_exactly_once(&l, db, &mut child);
 }
 
 #[test]
