@@ -139,6 +139,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// The secrets file, for messages: its path, or how to set one.
+    pub fn secrets_file(&self) -> String {
+        match &self.secrets {
+            Some(p) => p.display().to_string(),
+            None => "secrets.json (set \"secrets\" in the config)".into(),
+        }
+    }
+
     /// Path of the SQLite outbox.
     pub fn outbox_path(&self) -> PathBuf {
         self.data_dir.join("outbox.sqlite")

@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, SinkName};
-use crate::config::{Config, Secrets};
+use crate::cli::{Cli, Command};
+use crate::config::Config;
 use crate::outbox::{Outbox, SharedOutbox};
 use crate::sample::{STANDARD_ROLES, Source};
 use crate::sensors::Sensors;
-use crate::sinks::postgres::{PgSettings, PostgresSink};
-use crate::sinks::webpubsub::{ConnectionString, WebPubSubSettings, WebPubSubSink};
 
 mod export;
+mod migrate;
 mod replay;
 mod run;
+mod sample;
 mod sensors;
 mod simulate;
 mod status;
@@ -29,7 +29,7 @@ pub const EXIT_CONFIG: u8 = 2;
 
 /// Parses nothing, decides nothing: loads the config, sets up logging and runs
 /// the command on a tokio runtime.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     crate::logging::init(
         cli.log_format,
@@ -44,7 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         match cli.command {
             Command::Run => run::run(&config).await,
-            Command::Sample { json } => run::sample_once(&config, json).await,
+            Command::Sample { json } => sample::sample(&config, json).await,
             Command::Export {
                 since,
                 until,
@@ -56,20 +56,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 until,
                 sink,
                 give_up_after,
-            } => {
-                replay::replay(
-                    &config,
-                    since.as_deref(),
-                    until.as_deref(),
-                    sink,
-                    &give_up_after,
-                )
-                .await
-            }
+            } => match since {
+                None => replay::drain(&config, sink, &give_up_after).await,
+                Some(since) => {
+                    replay::resend(&config, &since, until.as_deref(), sink, &give_up_after).await
+                }
+            },
             Command::Status { json } => status::status(&config, json),
             Command::Sensors { json } => sensors::sensors(&config, json),
             Command::Simulate { count, interval } => simulate::simulate(&config, count, &interval),
-            Command::Migrate => replay::migrate(&config).await,
+            Command::Migrate => migrate::migrate(&config).await,
         }
     })
 }
@@ -108,73 +104,6 @@ fn roles(config: &Config) -> Vec<String> {
     } else {
         config.sensors.roles()
     }
-}
-
-/// The sinks configured in `secrets.json`, optionally only one of them.
-#[derive(Default)]
-struct SinkSet {
-    postgres: Option<PostgresSink>,
-    webpubsub: Option<WebPubSubSink>,
-}
-
-impl SinkSet {
-    fn build(
-        config: &Config,
-        secrets: &Secrets,
-        only: Option<SinkName>,
-    ) -> anyhow::Result<SinkSet> {
-        let file = secrets
-            .file
-            .as_ref()
-            .map(|f| f.display().to_string())
-            .unwrap_or_else(|| "secrets.json".into());
-        let mut set = SinkSet::default();
-        if only.is_none_or(|s| s == SinkName::Postgres)
-            && let Some(pg) = &secrets.postgres
-        {
-            let settings = PgSettings::from_secrets(pg, config.postgres_batch_size)
-                .with_context(|| format!("secrets file {file}"))?;
-            set.postgres = Some(PostgresSink::new(settings));
-        }
-        if only.is_none_or(|s| s == SinkName::Webpubsub)
-            && let Some(conn) = &secrets.webpubsub
-        {
-            let conn = ConnectionString::parse(conn.expose()).map_err(|e| {
-                anyhow::anyhow!("secrets file {file}: AZURE_WEBPUBSUB_CONNECTION_STRING: {e}")
-            })?;
-            let settings = WebPubSubSettings {
-                hub: config.webpubsub_hub.clone(),
-                group: config.webpubsub_group.clone(),
-                timeout: config.webpubsub_timeout,
-            };
-            set.webpubsub =
-                Some(WebPubSubSink::new(conn, settings).context("Web PubSub settings")?);
-        }
-        Ok(set)
-    }
-
-    fn names(&self) -> Vec<&'static str> {
-        let mut v = vec![];
-        if self.postgres.is_some() {
-            v.push("postgres");
-        }
-        if self.webpubsub.is_some() {
-            v.push("webpubsub");
-        }
-        v
-    }
-}
-
-/// Names of the sinks configured (without building them), for `status` and pruning.
-fn configured_sink_names(secrets: &Secrets) -> Vec<&'static str> {
-    let mut v = vec![];
-    if secrets.postgres.is_some() {
-        v.push("postgres");
-    }
-    if secrets.webpubsub.is_some() {
-        v.push("webpubsub");
-    }
-    v
 }
 
 /// A second connection to the outbox for one forwarder.

@@ -6,15 +6,19 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::json;
 
-use super::{configured_sink_names, human};
+use super::human;
 use crate::config::{Config, Secrets};
 use crate::outbox::{Outbox, OutboxStatus, SinkState};
 use crate::sample::Quality;
+use crate::sinks::{self, SinkName};
 
 /// Prints the status as text or JSON.
 pub fn status(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
     let secrets = Secrets::load(config.secrets.as_deref())?;
-    let sinks = configured_sink_names(&secrets);
+    let sinks: Vec<&str> = sinks::configured(&secrets)
+        .into_iter()
+        .map(SinkName::as_str)
+        .collect();
     let path = config.outbox_path();
     if !path.exists() {
         if as_json {

@@ -24,9 +24,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 use tracing::{debug, info, instrument, warn};
 
-use crate::config::{PgSecrets, Secret};
+use crate::config::{Config, PgSecrets, Secret, Secrets};
 use crate::sample::{STANDARD_ROLES, Sample};
-use crate::sinks::{Sink, SinkError};
+use crate::sinks::{Sink, SinkError, SinkName};
 
 /// The Postgres migrations, in order: (version, file name, SQL).
 const MIGRATIONS: &[(i32, &str, &str)] = &[(
@@ -147,6 +147,16 @@ impl PgSettings {
             connect_timeout: Duration::from_secs(10),
             batch_size,
         })
+    }
+
+    /// The settings `config` and `secrets` give: `None` when Postgres is not
+    /// configured (no `PG_DB_HOST`).
+    pub fn from_config(config: &Config, secrets: &Secrets) -> Option<anyhow::Result<PgSettings>> {
+        let pg = secrets.postgres.as_ref()?;
+        Some(
+            PgSettings::from_secrets(pg, config.postgres_batch_size)
+                .with_context(|| format!("secrets file {}", config.secrets_file())),
+        )
     }
 
     /// `user@host:port/dbname (sslmode)`, safe to log.
@@ -368,6 +378,11 @@ impl PostgresSink {
         }
     }
 
+    /// The sink `config` and `secrets` configure, `None` when they configure none.
+    pub fn from_config(config: &Config, secrets: &Secrets) -> Option<anyhow::Result<Self>> {
+        Some(PgSettings::from_config(config, secrets)?.map(PostgresSink::new))
+    }
+
     async fn ensure_connected(&mut self) -> Result<(), SinkError> {
         if self.conn.as_ref().is_some_and(|(c, _)| !c.is_closed()) {
             return Ok(());
@@ -393,7 +408,7 @@ impl PostgresSink {
 
 impl Sink for PostgresSink {
     fn name(&self) -> &'static str {
-        "postgres"
+        SinkName::Postgres.as_str()
     }
 
     fn max_batch(&self) -> usize {

@@ -74,15 +74,16 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use anyhow::Context;
 use jiff::Timestamp;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use tracing::debug;
 
-use crate::config::Secret;
+use crate::config::{Config, Secret, Secrets};
 use crate::efficiency::Efficiency;
 use crate::sample::{Reading, Sample, Source};
-use crate::sinks::{Sink, SinkError};
+use crate::sinks::{Sink, SinkError, SinkName};
 
 /// The REST API version every request names (`?api-version=`).
 pub const API_VERSION: &str = "2024-12-01";
@@ -631,6 +632,27 @@ impl WebPubSubSink {
         })
     }
 
+    /// The sink `config` and `secrets` configure, `None` when they configure
+    /// none (no `AZURE_WEBPUBSUB_CONNECTION_STRING`).
+    pub fn from_config(config: &Config, secrets: &Secrets) -> Option<anyhow::Result<Self>> {
+        let conn = secrets.webpubsub.as_ref()?;
+        let conn = match ConnectionString::parse(conn.expose()) {
+            Ok(c) => c,
+            Err(e) => {
+                return Some(Err(anyhow::anyhow!(
+                    "secrets file {}: AZURE_WEBPUBSUB_CONNECTION_STRING: {e}",
+                    config.secrets_file()
+                )));
+            }
+        };
+        let settings = WebPubSubSettings {
+            hub: config.webpubsub_hub.clone(),
+            group: config.webpubsub_group.clone(),
+            timeout: config.webpubsub_timeout,
+        };
+        Some(WebPubSubSink::new(conn, settings).context("Web PubSub settings"))
+    }
+
     /// Replaces the clock check used to explain a 401 (default [`system_clock_state`]).
     pub fn with_clock_state(mut self, check: fn() -> ClockState) -> Self {
         self.clock_state = check;
@@ -705,7 +727,7 @@ impl WebPubSubSink {
 
 impl Sink for WebPubSubSink {
     fn name(&self) -> &'static str {
-        "webpubsub"
+        SinkName::Webpubsub.as_str()
     }
 
     fn max_batch(&self) -> usize {
