@@ -360,7 +360,7 @@ pub fn load_devicenames(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
             );
         };
         let id = id.trim();
-        if !is_sensor_id(id) {
+        if crate::sensors::w1::parse_id(id).is_none() {
             bail!(
                 "device mapping {}: {role:?} maps to {id:?}, which is not a 1-Wire id (expected family-serial such as \"28-0316a2790a3f\"; `hxlog sensors` lists the ids on the bus)",
                 path.display()
@@ -378,17 +378,6 @@ pub fn load_devicenames(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         out.push((role, id.to_string()));
     }
     Ok(out)
-}
-
-/// True for `ff-xxxxxxxxxxxx` style 1-Wire ids (two hex digits, dash, hex serial).
-pub fn is_sensor_id(id: &str) -> bool {
-    let Some((family, serial)) = id.split_once('-') else {
-        return false;
-    };
-    family.len() == 2
-        && family.chars().all(|c| c.is_ascii_hexdigit())
-        && !serial.is_empty()
-        && serial.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// A secret string: `Debug` and `Display` print `<redacted>`.

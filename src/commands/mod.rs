@@ -79,7 +79,10 @@ fn open_outbox(config: &Config) -> anyhow::Result<Outbox> {
 /// that says how to write one.
 fn build_sensors(config: &Config) -> anyhow::Result<Sensors> {
     match config.effective_source() {
-        Source::Mock => Ok(Sensors::mock(&config.sensors, mock_seed(&config.device_id))),
+        Source::Mock => Ok(Sensors::mock(
+            &config.sensors,
+            crate::sensors::mock::seed(&config.device_id),
+        )),
         Source::W1 => {
             if config.sensors.mapping.is_empty() {
                 anyhow::bail!(
@@ -89,12 +92,6 @@ fn build_sensors(config: &Config) -> anyhow::Result<Sensors> {
             Ok(Sensors::w1(&config.sensors))
         }
     }
-}
-
-fn mock_seed(device_id: &str) -> u64 {
-    device_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 /// The roles of the export columns: the mapping's, else T1..T4.

@@ -19,7 +19,7 @@ pub async fn sample(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let seq = sampler.write(sample.clone()).await?;
     if json {
         let stored = crate::outbox::Stored { seq, sample };
-        println!("{}", super::export::sample_json(&stored));
+        println!("{}", crate::output::sample_json(&stored));
     } else {
         println!(
             "{} {} {}",

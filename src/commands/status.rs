@@ -58,15 +58,7 @@ pub fn status(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
     let last = outbox.last()?;
     let bus_trouble = bus_trouble(config);
     if as_json {
-        let sensors = last.as_ref().map(|l| {
-            json!({
-                "taken_at": l.sample.taken_at.to_string(),
-                "source": l.sample.source,
-                "mock": l.sample.source == crate::sample::Source::Mock,
-                "readings": l.sample.readings,
-                "efficiency": l.sample.efficiency,
-            })
-        });
+        let sensors = last.as_ref().map(crate::output::sample_json);
         let out = json!({
             "device_id": config.device_id,
             "source": config.effective_source(),

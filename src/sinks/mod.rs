@@ -149,6 +149,19 @@ impl Sink for AnySink {
     }
 }
 
+/// An error and its sources, joined with `: ` (as `{:#}` prints an
+/// `anyhow::Error`), for a sink's error message.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        chain.push_str(": ");
+        chain.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    chain
+}
+
 /// A delivery target. Implementations must be idempotent on [`Sample::id`]:
 /// the forwarder delivers at least once, and may resend a batch after a crash.
 pub trait Sink: Send + 'static {
@@ -287,5 +300,17 @@ mod tests {
             names(&build(&config, &secrets(false, None), None)),
             (vec![], vec![])
         );
+    }
+
+    #[test]
+    fn error_chain_joins_every_source() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("sending")]
+        struct Outer(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("connecting")]
+        struct Middle(#[source] Outer);
+        let e = Middle(Outer(std::io::Error::other("refused")));
+        assert_eq!(error_chain(&e), "connecting: sending: refused");
     }
 }

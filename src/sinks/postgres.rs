@@ -502,16 +502,7 @@ pub fn classify(e: &tokio_postgres::Error, target: &str) -> SinkError {
 fn error_text(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => db.message().to_string(),
-        None => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(inner) = src {
-                s.push_str(": ");
-                s.push_str(&inner.to_string());
-                src = inner.source();
-            }
-            s
-        }
+        None => super::error_chain(e),
     }
 }
 

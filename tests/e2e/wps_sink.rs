@@ -18,21 +18,19 @@ const KEY: &str = "s3cr3t+Key/With=Equals==";
 const HUB: &str = "heatexchanger";
 
 fn sample(i: i64) -> Sample {
-    let readings = vec![
-        Reading::ok(
-            "T1",
-            Some("28-000000000001".into()),
-            61.25 + i as f64 * 0.01,
-        ),
-        Reading::missing("T2", None, Quality::CrcNo, "kernel reported crc=.. NO"),
-        Reading::ok("T3", None, 18.5),
-        Reading::ok("T4", None, 40.0),
-    ];
+    let t1 = Reading::ok(
+        "T1",
+        Some("28-000000000001".into()),
+        61.25 + i as f64 * 0.01,
+    );
+    let t2 = Reading::missing("T2", None, Quality::CrcNo, "kernel reported crc=.. NO");
+    let rest = [("T3", 18.5), ("T4", 40.0)].map(|(role, c)| Reading::ok(role, None, c));
+    let taken_at = Timestamp::from_second(1_800_000_000 + i).unwrap();
     Sample::new(
         "hx-01",
-        Timestamp::from_second(1_800_000_000 + i).unwrap(),
+        taken_at,
         Source::W1,
-        readings,
+        [vec![t1, t2], rest.to_vec()].concat(),
     )
 }
 

@@ -43,11 +43,12 @@ pub fn family_kind(family: u8) -> Option<&'static str> {
     }
 }
 
-/// The family code of a sysfs id (`28-00000a1b2c3d` → `0x28`), `None` when the
-/// name is not `hh-serial`.
+/// The family code of a 1-Wire id (`28-00000a1b2c3d` → `0x28`), `None` when
+/// the name is not two hex digits, a dash and a hex serial. The one rule for
+/// ids: the bus scan and the `devicenames.json` check both use it.
 pub fn parse_id(id: &str) -> Option<u8> {
     let (family, serial) = id.split_once('-')?;
-    if serial.is_empty() {
+    if serial.is_empty() || !serial.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     hex_byte(family)
@@ -609,6 +610,8 @@ pub(super) mod tests {
         check("00-400000000000", None);
         check("w1_bus_master1", None);
         check("28-", None);
+        check("28-00000a1b2c3g", None);
+        check("28-00000a1b 2c3", None);
         check("+8-000000000001", None);
         check("28000000000001", None);
     }

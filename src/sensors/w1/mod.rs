@@ -120,10 +120,31 @@ impl W1Bus {
             return Vec::new();
         }
         let bulk = self.settings.bulk_read && self.trigger_bulk_read();
-        let results: Vec<Decoded> = thread::scope(|scope| {
-            let handles: Vec<_> = mapping
+        let ids: Vec<&str> = mapping.iter().map(|(_, id)| id.as_str()).collect();
+        let results = self.read_concurrently(&ids, bulk);
+        mapping
+            .iter()
+            .zip(results)
+            .map(|((role, id), result)| self.to_reading(role, id, result))
+            .collect()
+    }
+
+    /// Reads `ids` without bulk read, all at once (a conversion takes about
+    /// 750 ms), each with up to `retries` extra attempts, immediately (no
+    /// sleeps); results in `ids` order. Calibration is NOT applied. A missing
+    /// folder is [`Quality::NotFound`] at once (retrying cannot bring it back
+    /// within the cycle).
+    pub fn read_sensors(&self, ids: &[&str]) -> Vec<Result<f64, (Quality, String)>> {
+        self.read_concurrently(ids, false)
+    }
+
+    /// The one fan-out: each sensor of `ids` on its own named scoped thread
+    /// (inline when no thread can be spawned), results in `ids` order.
+    fn read_concurrently(&self, ids: &[&str], bulk: bool) -> Vec<Decoded> {
+        thread::scope(|scope| {
+            let handles: Vec<_> = ids
                 .iter()
-                .map(|(_, id)| {
+                .map(|id| {
                     thread::Builder::new()
                         .name(format!("w1 {id}"))
                         .spawn_scoped(scope, move || self.read_mapped(id, bulk))
@@ -131,8 +152,8 @@ impl W1Bus {
                 .collect();
             handles
                 .into_iter()
-                .zip(mapping)
-                .map(|(handle, (_, id))| match handle {
+                .zip(ids)
+                .map(|(handle, id)| match handle {
                     Ok(handle) => handle.join().unwrap_or_else(|_| {
                         Err((
                             Quality::ReadError,
@@ -146,12 +167,7 @@ impl W1Bus {
                     }
                 })
                 .collect()
-        });
-        mapping
-            .iter()
-            .zip(results)
-            .map(|((role, id), result)| self.to_reading(role, id, result))
-            .collect()
+        })
     }
 
     /// Lists the bus: sensors of known families, phantom `00-…` devices, bus
@@ -227,15 +243,6 @@ impl W1Bus {
             .cloned()
             .collect();
         Ok(scan)
-    }
-
-    /// Reads one sensor's `w1_slave` with up to `retries` extra attempts,
-    /// immediately (no sleeps). Calibration is NOT applied.
-    ///
-    /// A missing folder is [`Quality::NotFound`] at once (retrying cannot
-    /// bring it back within the cycle).
-    pub fn read_sensor(&self, id: &str) -> Result<f64, (Quality, String)> {
-        self.read_mapped(id, false)
     }
 
     fn sensor_dir(&self, id: &str) -> PathBuf {
@@ -656,32 +663,26 @@ mod tests {
         let ids: Vec<_> = readings.iter().map(|r| r.sensor_id.as_deref()).collect();
         assert_eq!(ids, FOUR.map(|(_, id)| Some(id)));
         let reason = |i: usize| readings[i].reason.clone().unwrap();
-        assert!(
-            reason(1).starts_with(&format!(
-                "{}: sensor folder not found",
-                tree.path("28-000000000002")
-            )),
-            "{}",
-            reason(1)
-        );
-        assert!(
-            reason(2).starts_with(&format!(
-                "{}: expected 2 lines",
-                tree.path("28-000000000003/w1_slave")
-            )),
-            "{}",
-            reason(2)
-        );
+        for (i, file, what) in [
+            (1, "28-000000000002", "sensor folder not found"),
+            (2, "28-000000000003/w1_slave", "expected 2 lines"),
+        ] {
+            let prefix = format!("{}: {what}", tree.path(file));
+            assert!(reason(i).starts_with(&prefix), "{}", reason(i));
+        }
         assert!(reason(2).ends_with("(3 attempts)"), "{}", reason(2));
         assert_eq!(readings[0].reason, None);
-        // read_sensor agrees, one sensor at a time
-        assert_eq!(bus.read_sensor("28-000000000001"), Ok(23.125));
+        // read_sensors agrees, one sensor at a time
+        assert_eq!(bus.read_sensors(&["28-000000000001"]).remove(0), Ok(23.125));
         assert_eq!(
-            bus.read_sensor("28-000000000002").unwrap_err().0,
+            bus.read_sensors(&["28-000000000002"])
+                .remove(0)
+                .unwrap_err()
+                .0,
             Quality::NotFound
         );
         assert_eq!(
-            bus.read_sensor("nonsense").unwrap_err().0,
+            bus.read_sensors(&["nonsense"]).remove(0).unwrap_err().0,
             Quality::ReadError
         );
     }
@@ -772,8 +773,8 @@ mod tests {
                 ("T4", Some(23.375), Quality::Ok),
             ])
         );
-        // read_sensor is raw
-        assert_eq!(bus.read_sensor("28-000000000001"), Ok(23.125));
+        // read_sensors is raw
+        assert_eq!(bus.read_sensors(&["28-000000000001"]).remove(0), Ok(23.125));
     }
 
     /// A tree where `temperature` and `w1_slave` disagree, so a test can tell
@@ -826,20 +827,17 @@ mod tests {
 
     #[test]
     fn bulk_read_falls_back_when_the_trigger_cannot_be_written() {
+        // every sensor through w1_slave: T4's 85.0 is the power-on value
+        let mut w1_slave: Vec<_> = ["T1", "T2", "T3"]
+            .map(|role| (role, Some(23.125), Quality::Ok))
+            .to_vec();
+        w1_slave.push(("T4", None, Quality::PowerOnReset));
         let check = |tree: &Tree, bulk_read: bool| {
             let mut settings = tree.settings(&FOUR);
             settings.bulk_read = bulk_read;
             let bus = W1Bus::new(&settings);
             for _ in 0..2 {
-                assert_eq!(
-                    summary(&bus.read_all()),
-                    expect(&[
-                        ("T1", Some(23.125), Quality::Ok),
-                        ("T2", Some(23.125), Quality::Ok),
-                        ("T3", Some(23.125), Quality::Ok),
-                        ("T4", None, Quality::PowerOnReset),
-                    ])
-                );
+                assert_eq!(summary(&bus.read_all()), expect(&w1_slave));
             }
         };
         // therm_bulk_read is a directory: the write fails, w1_slave is read
@@ -864,15 +862,13 @@ mod tests {
         assert!(bus.read_all().iter().all(Reading::is_ok));
         fs::remove_dir_all(tree.dir.path().join("28-000000000002")).unwrap();
         let readings = bus.read_all();
+        let qualities: Vec<Quality> = readings.iter().map(|r| r.quality).collect();
         assert_eq!(
-            summary(&readings),
-            expect(&[
-                ("T1", Some(23.125), Quality::Ok),
-                ("T2", None, Quality::NotFound),
-                ("T3", Some(23.125), Quality::Ok),
-                ("T4", Some(23.125), Quality::Ok),
-            ])
+            qualities,
+            [Quality::Ok, Quality::NotFound, Quality::Ok, Quality::Ok]
         );
+        let celsius: Vec<Option<f64>> = readings.iter().map(|r| r.celsius).collect();
+        assert_eq!(celsius, [Some(23.125), None, Some(23.125), Some(23.125)]);
         assert_eq!(
             readings[1].reason.as_deref(),
             Some(format!(

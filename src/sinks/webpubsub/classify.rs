@@ -19,13 +19,7 @@ pub(super) fn classify_transport(e: &reqwest::Error, timeout: Duration) -> SinkE
         "request failed".to_string()
     };
     // The chain says why (refused, reset, DNS); the URL in it holds no secret.
-    let mut chain = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
-        source = s.source();
-    }
+    let chain = crate::sinks::error_chain(e);
     if e.is_builder() {
         return SinkError::permanent(format!("webpubsub: cannot build the request: {chain}"));
     }
