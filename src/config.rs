@@ -459,8 +459,6 @@ pub struct PgSecrets {
 /// Everything in `secrets.json`. A sink is configured when its keys are present.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
-    /// The file read.
-    pub file: Option<PathBuf>,
     /// Postgres, when `PG_DB_HOST` is set.
     pub postgres: Option<PgSecrets>,
     /// The Web PubSub connection string, when set.
@@ -531,7 +529,6 @@ impl Secrets {
             .AZURE_WEBPUBSUB_CONNECTION_STRING
             .filter(|s| !s.expose().trim().is_empty());
         Ok(Secrets {
-            file: Some(path.to_path_buf()),
             postgres,
             webpubsub,
         })

@@ -24,7 +24,9 @@ mod status;
 
 /// Exit code when a sample or delivery could not be made (the error says why).
 pub const EXIT_FAILURE: u8 = 1;
-/// Exit code for configuration problems.
+/// Exit code of `replay` when no sink is configured, so there is nothing to
+/// replay to. Every other error, configuration errors included, exits with
+/// [`EXIT_FAILURE`].
 pub const EXIT_CONFIG: u8 = 2;
 
 /// Parses nothing, decides nothing: loads the config, sets up logging and runs

@@ -245,7 +245,6 @@ mod tests {
 
     fn secrets(postgres: bool, webpubsub: Option<&str>) -> Secrets {
         Secrets {
-            file: None,
             postgres: postgres.then(|| crate::config::PgSecrets {
                 host: "127.0.0.1".into(),
                 port: 5432,

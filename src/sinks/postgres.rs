@@ -110,24 +110,20 @@ pub fn is_local(host: &str) -> bool {
             .unwrap_or(false)
 }
 
-/// Resolved connection settings.
+/// Resolved connection settings: libpq's parameters, validated.
 #[derive(Debug, Clone)]
+#[allow(missing_docs, reason = "the fields are libpq's connection parameters")]
 pub struct PgSettings {
-    /// Host, IP or Unix socket folder.
+    /// Host name, IP address, or the folder of a Unix socket.
     pub host: String,
-    /// Port.
     pub port: u16,
-    /// Database.
     pub dbname: String,
-    /// User.
     pub user: String,
-    /// Password (redacted in Debug).
+    /// Redacted in `Debug`.
     pub password: Secret,
-    /// TLS mode.
     pub sslmode: SslMode,
-    /// Extra trusted root certificates (PEM).
+    /// Extra trusted root certificates (PEM), beside the system's.
     pub sslrootcert: Option<PathBuf>,
-    /// Connect timeout.
     pub connect_timeout: Duration,
     /// Largest batch per statement.
     pub batch_size: usize,

@@ -101,11 +101,6 @@ impl W1Bus {
         }
     }
 
-    /// The mapped roles, in mapping order (the order of [`W1Bus::read_all`]).
-    pub fn roles(&self) -> Vec<String> {
-        self.settings.roles()
-    }
-
     /// Reads every mapped role concurrently, one thread per sensor, and returns
     /// one reading per role in mapping order, calibration applied to valid
     /// readings. Uses `therm_bulk_read` when allowed and writable, else each
@@ -359,16 +354,6 @@ impl W1Bus {
     }
 }
 
-/// True when `root` looks like a live w1 bus (it has a `w1_bus_master*`
-/// entry). Used to resolve `sensor_source = "auto"`.
-pub fn bus_present(root: &Path) -> bool {
-    fs::read_dir(root).is_ok_and(|entries| {
-        entries
-            .filter_map(|e| e.ok())
-            .any(|e| e.file_name().to_string_lossy().starts_with("w1_bus_master"))
-    })
-}
-
 /// One attempt at one sensor: exactly one conversion-starting file read
 /// (plus a `w1_slave` confirmation when `temperature` says exactly 0 or 85 °C).
 fn read_once(dir: &Path, family: u8, use_temperature: bool) -> Decoded {
@@ -617,7 +602,6 @@ mod tests {
         );
         // scanning reads no temperatures: the bulk trigger was not written
         assert_eq!(tree.read("w1_bus_master1/therm_bulk_read"), "0\n");
-        assert!(bus_present(tree.dir.path()));
     }
 
     #[test]
@@ -634,7 +618,6 @@ mod tests {
             err.to_string().contains(&root.display().to_string()),
             "{err}"
         );
-        assert!(!bus_present(&root));
         // no mapping, no bus: a cycle is empty, not an error
         assert_eq!(bus.read_all(), vec![]);
     }

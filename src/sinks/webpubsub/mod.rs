@@ -257,7 +257,8 @@ impl WebPubSubSink {
     }
 
     /// The `:send` URL every request goes to (and the token's audience).
-    pub fn url(&self) -> &str {
+    #[cfg(test)]
+    fn url(&self) -> &str {
         &self.url
     }
 
