@@ -84,7 +84,16 @@ pub async fn resend(
 /// The sinks to replay to; `None` (after saying what to configure) when there are none.
 fn build_sinks(config: &Config, only: Option<SinkName>) -> anyhow::Result<Option<Vec<AnySink>>> {
     let secrets = Secrets::load(config.secrets.as_deref())?;
-    let sinks = sinks::build(config, &secrets, only).all_or_first_error()?;
+    let built = sinks::build(config, &secrets, only);
+    if let Some((name, e)) = built.failed.first() {
+        let others: Vec<&str> = built.sinks.iter().map(|s| s.name()).collect();
+        let hint = match others.as_slice() {
+            [] => String::new(),
+            names => format!("; replay the others with --sink ({})", names.join(", ")),
+        };
+        anyhow::bail!("sink {name} is configured wrongly, nothing was replayed: {e:#}{hint}");
+    }
+    let sinks = built.sinks;
     if sinks.is_empty() {
         eprintln!(
             "hxlog: no sink configured{}: add PG_DB_* or AZURE_WEBPUBSUB_CONNECTION_STRING to {}",

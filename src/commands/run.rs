@@ -14,15 +14,14 @@ use crate::outbox::{Outbox, SharedOutbox};
 use crate::sample::Source;
 use crate::sampler::{LoopOptions, Sampler, run_loop};
 use crate::sensors::Sensors;
-use crate::sinks::{self, Sink};
+use crate::sinks::{self, AnySink, Sink};
 
 /// Samples every interval and forwards to every configured sink until SIGTERM/Ctrl-C.
 pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     // First, before anything slow: from here on SIGTERM/SIGINT stop cleanly.
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
-    let secrets = Secrets::load(config.secrets.as_deref())?;
-    let sinks = sinks::build(config, &secrets, None).all_or_first_error()?;
+    let (sinks, kept_for) = build_sinks(config);
     let outbox = open_outbox(config)?;
     let sensors = build_sensors(config)?;
     check_sources(&outbox, sensors.source());
@@ -37,11 +36,6 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         sinks = ?sink_names,
         "hxlog starting"
     );
-    if sink_names.is_empty() {
-        warn!(
-            "no sink configured (no PG_DB_HOST or AZURE_WEBPUBSUB_CONNECTION_STRING in secrets.json): samples stay in the outbox"
-        );
-    }
 
     let mut wakes = vec![];
     let mut tasks = JoinSet::new();
@@ -63,7 +57,7 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
             shutdown: shutdown.clone(),
             wakes,
             retention: config.retention,
-            sinks: sink_names,
+            sinks: kept_for,
         },
     )
     .await;
@@ -86,6 +80,41 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     result?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The sinks to forward to, and the names of every sink samples are kept for
+/// (pruning waits for each). A sink configured wrongly is logged loudly and
+/// left out of forwarding but not of pruning: sampling never stops for a
+/// sink's configuration, and once it is fixed the sink gets every sample it
+/// missed. Secrets that cannot be read at all leave no sink to forward to (and
+/// nothing is pruned).
+fn build_sinks(config: &Config) -> (Vec<AnySink>, Vec<&'static str>) {
+    let secrets = match Secrets::load(config.secrets.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(
+                error = %format!("{e:#}"),
+                "cannot read the secrets: NOT FORWARDING to any sink; sampling continues and every sample is kept in the outbox; fix the file and restart hxlog"
+            );
+            return (vec![], vec![]);
+        }
+    };
+    let built = sinks::build(config, &secrets, None);
+    let mut kept_for: Vec<&'static str> = built.sinks.iter().map(|s| s.name()).collect();
+    for (name, e) in &built.failed {
+        error!(
+            sink = name.as_str(),
+            error = %format!("{e:#}"),
+            "sink configured wrongly: NOT FORWARDING to it; sampling continues and its samples are kept in the outbox; fix the configuration and restart hxlog (`hxlog status` shows this error)"
+        );
+        kept_for.push(name.as_str());
+    }
+    if kept_for.is_empty() {
+        warn!(
+            "no sink configured (no PG_DB_HOST or AZURE_WEBPUBSUB_CONNECTION_STRING in secrets.json): samples stay in the outbox"
+        );
+    }
+    (built.sinks, kept_for)
 }
 
 /// Warns when this run's source differs from the outbox's newest sample (mock

@@ -1,5 +1,6 @@
 //! `hxlog status`: the outbox, delivery per sink, and sensor health from the last sample.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,6 +20,12 @@ pub fn status(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(SinkName::as_str)
         .collect();
+    // Building does no I/O: it finds what `run` logs for a sink configured wrongly.
+    let config_errors: BTreeMap<&str, String> = sinks::build(config, &secrets, None)
+        .failed
+        .into_iter()
+        .map(|(name, e)| (name.as_str(), format!("{e:#}")))
+        .collect();
     let path = config.outbox_path();
     if !path.exists() {
         if as_json {
@@ -27,6 +34,7 @@ pub fn status(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
                 "source": config.effective_source(),
                 "outbox": {"path": path, "samples": 0, "sinks": []},
                 "configured_sinks": sinks,
+                "sink_config_errors": config_errors,
                 "last_sample": null,
                 "bus_warning": bus_trouble(config),
             });
@@ -50,6 +58,9 @@ pub fn status(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
                     sinks.join(", ")
                 }
             );
+            for (name, e) in &config_errors {
+                println!("sink {name}: {NOT_FORWARDING}: {e}");
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -64,20 +75,33 @@ pub fn status(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
             "source": config.effective_source(),
             "outbox": &st,
             "configured_sinks": sinks,
+            "sink_config_errors": config_errors,
             "last_sample": sensors,
             "bus_warning": bus_trouble,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    print_text(config, &st, &sinks, last.as_ref(), bus_trouble.as_deref());
+    print_text(
+        config,
+        &st,
+        &sinks,
+        &config_errors,
+        last.as_ref(),
+        bus_trouble.as_deref(),
+    );
     Ok(ExitCode::SUCCESS)
 }
+
+/// What `status` says about a sink configured wrongly.
+const NOT_FORWARDING: &str =
+    "CONFIGURATION ERROR, not forwarding (samples are kept for it; fix it and restart hxlog)";
 
 fn print_text(
     config: &Config,
     st: &OutboxStatus,
     configured: &[&str],
+    config_errors: &BTreeMap<&str, String>,
     last: Option<&crate::outbox::Stored>,
     bus_trouble: Option<&str>,
 ) {
@@ -115,6 +139,9 @@ fn print_text(
     }
     for s in &st.sinks {
         print_sink(s, configured.contains(&s.name.as_str()), &ago, now);
+        if let Some(e) = config_errors.get(s.name.as_str()) {
+            println!("          {NOT_FORWARDING}: {e}");
+        }
     }
     match last {
         None => println!("sensors:  no sample yet"),

@@ -86,16 +86,6 @@ pub struct Built {
     pub failed: Vec<(SinkName, anyhow::Error)>,
 }
 
-impl Built {
-    /// Every sink, or the first configuration error.
-    pub fn all_or_first_error(self) -> anyhow::Result<Vec<AnySink>> {
-        match self.failed.into_iter().next() {
-            Some((_, e)) => Err(e),
-            None => Ok(self.sinks),
-        }
-    }
-}
-
 /// Builds every sink `secrets` configures (only `only`, when given). Does no
 /// network I/O. Model: Vector's `SinkConfig::build`.
 pub fn build(config: &Config, secrets: &Secrets, only: Option<SinkName>) -> Built {
@@ -289,7 +279,7 @@ mod tests {
         let broken = secrets(true, Some("not a connection string"));
         let built = build(&config, &broken, None);
         assert_eq!(names(&built), (vec!["postgres"], vec![SinkName::Webpubsub]));
-        let error = format!("{:#}", built.all_or_first_error().err().unwrap());
+        let error = format!("{:#}", built.failed[0].1);
         assert!(
             error.contains("AZURE_WEBPUBSUB_CONNECTION_STRING"),
             "{error}"

@@ -10,4 +10,5 @@ mod proxy;
 mod service;
 mod webpubsub;
 mod wps_server;
+mod wps_hardening;
 mod wps_sink;

@@ -1,0 +1,98 @@
+//! Hardening of the Web PubSub sink and of sink configuration, through the
+//! built binary against the fake service (issue 9): a sink configured wrongly
+//! never stops sampling; `Retry-After: 0` never makes a tight loop; hub and
+//! group names follow the service's rules; `http://` only to loopback; a new
+//! sink can start from now; one refused message refuses only its own samples.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::logger::{Logger, terminate, wait_until};
+use crate::pg::TestDb;
+
+/// Writes `secrets.json` with this Web PubSub connection string and, when
+/// given, the test database.
+fn write_secrets(l: &Logger, conn: &str, db: Option<&TestDb>) {
+    let wps = ("AZURE_WEBPUBSUB_CONNECTION_STRING", conn);
+    match db {
+        Some(db) => {
+            db.write_secrets(l.path(), None, &[wps, ("PG_DB_SSLMODE", "disable")]);
+        }
+        None => {
+            let m = json!({ wps.0: wps.1 });
+            std::fs::write(l.path().join("secrets.json"), m.to_string()).unwrap();
+        }
+    }
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_configured_wrongly_never_stops_sampling() {
+    // Postgres when the machine has it: the other sink must keep working.
+    let db = TestDb::create();
+    let l = Logger::new(json!({}));
+    let no_key = "Endpoint=https://x.webpubsub.azure.com;Version=1.0;";
+    write_secrets(&l, no_key, db.as_ref());
+    let mut child = l.spawn_run();
+    tokio::task::block_in_place(|| {
+        wait_until(
+            Duration::from_secs(60),
+            "run samples although the Web PubSub connection string has no AccessKey",
+            || l.path().join("data").exists() && l.samples() >= 3,
+        );
+        if let Some(db) = &db {
+            wait_until(
+                Duration::from_secs(60),
+                "Postgres receives samples while Web PubSub is configured wrongly",
+                || db.samples() >= 3,
+            );
+        }
+    });
+    assert!(terminate(&mut child, Duration::from_secs(10)).success());
+    let log = std::fs::read_to_string(l.log_path()).unwrap();
+    assert!(
+        log.lines().any(|line| line.contains("ERROR")
+            && line.contains("webpubsub")
+            && line.contains("NOT FORWARDING")
+            && line.contains("AccessKey")),
+        "no loud error naming the sink and the cause:\n{log}"
+    );
+
+    // status shows the error, as text and as JSON
+    let text = String::from_utf8(l.ok(&["status"]).stdout).unwrap();
+    assert!(
+        text.contains("CONFIGURATION ERROR") && text.contains("AccessKey"),
+        "{text}"
+    );
+    let errors = &l.status()["sink_config_errors"];
+    assert!(
+        errors["webpubsub"].as_str().unwrap().contains("AccessKey"),
+        "{errors}"
+    );
+    assert_eq!(errors.get("postgres"), None, "{errors}");
+    // its samples are kept for it
+    assert_eq!(
+        l.sink("webpubsub")["pending"].as_u64(),
+        Some(l.samples()),
+        "samples not kept for the misconfigured sink"
+    );
+
+    // replay for that sink fails clearly; for the other one it works
+    for args in [&["replay", "--sink", "webpubsub"][..], &["replay"]] {
+        let out = l.output(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = stderr(&out);
+        assert!(
+            err.contains("webpubsub is configured wrongly") && err.contains("AccessKey"),
+            "{args:?}: {err}"
+        );
+    }
+    if let Some(db) = &db {
+        l.ok(&["replay", "--sink", "postgres"]);
+        assert_eq!(db.samples() as u64, l.samples());
+    }
+}
