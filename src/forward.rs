@@ -2,8 +2,10 @@
 //! the outbox, hands it to the sink, and acks it, or backs off.
 //!
 //! It knows no sink's protocol: it acts on [`SinkError`]'s class alone.
-//! Transient errors back off exponentially with full jitter (capped), a server's
-//! `Retry-After` is honoured, permanent errors are retried at the cap, and a batch
+//! Transient errors back off exponentially with full jitter (capped); a server's
+//! `Retry-After` can only lengthen a wait, never shorten it; permanent errors
+//! are retried at the cap. A failure is written to the outbox when the sink's
+//! state changes, not at every attempt. A batch
 //! the sink refuses outright is recorded as rejected so it never blocks the queue.
 //! Each sink has its own cursor, so one sink down never delays another.
 //!
@@ -278,6 +280,8 @@ async fn send_with_retry<S: Sink>(
     let name = sink.name();
     let mut delays = opts.policy.delays();
     let mut failing_since: Option<Instant> = None;
+    // The failure last written to the outbox by this call.
+    let mut recorded: Option<(&'static str, String)> = None;
     loop {
         let result = tokio::select! {
             r = sink.send(batch) => r,
@@ -292,11 +296,11 @@ async fn send_with_retry<S: Sink>(
             Err(e) => e,
         };
         let delay = match &err {
-            SinkError::Transient {
-                retry_after: Some(ra),
-                ..
-            } => (*ra).min(opts.policy.max),
-            SinkError::Transient { .. } => delays.next().unwrap_or(opts.policy.max),
+            SinkError::Transient { retry_after, .. } => retry_delay(
+                delays.next().unwrap_or(opts.policy.max),
+                *retry_after,
+                opts.policy.max,
+            ),
             _ => opts.policy.max,
         };
         let class = err.class();
@@ -310,14 +314,20 @@ async fn send_with_retry<S: Sink>(
             }
             _ => warn!(sink = name, class, error = %message, retry_in = ?delay, "delivery failed"),
         }
-        {
+        // Only a change of state is written (each write is an fsync): an
+        // outage of a day is one record, not one per attempt.
+        let state = (class, message.clone());
+        if recorded.as_ref() != Some(&state) {
             let message = message.clone();
-            if let Err(e) = outbox
+            match outbox
                 .call(move |o| o.record_failure(name, class, &message, until))
                 .await
             {
+                Ok(()) => recorded = Some(state),
                 // Only `status` loses this detail; the retry goes on.
-                warn!(sink = name, error = %format!("{e:#}"), "cannot record the failure in the outbox");
+                Err(e) => {
+                    warn!(sink = name, error = %format!("{e:#}"), "cannot record the failure in the outbox")
+                }
             }
         }
         if let Mode::Drain { give_up_after } = opts.mode {
@@ -336,6 +346,14 @@ async fn send_with_retry<S: Sink>(
             return Ok(Outcome::Interrupted);
         }
     }
+}
+
+/// The wait before retrying a transient error: the backoff schedule's own
+/// value, lengthened (never shortened) by what the server asked for
+/// (`Retry-After`), capped at `max`. So `Retry-After: 0` or a date in the past
+/// can never turn retrying into a tight loop.
+fn retry_delay(schedule: Duration, asked: Option<Duration>, max: Duration) -> Duration {
+    schedule.max(asked.unwrap_or_default()).min(max)
 }
 
 /// Sleeps for `d`; returns true if shutdown came first.

@@ -205,10 +205,16 @@ fn print_sink(s: &SinkState, configured: bool, ago: &dyn Fn(Timestamp) -> String
     );
     if let (Some(e), Some(at)) = (&s.last_error, s.last_error_at) {
         let recovered = s.last_success.is_some_and(|ok| ok > at);
+        let class = s.last_error_class.as_deref().unwrap_or("?");
+        // A failure is recorded when it starts (or changes), not per attempt.
+        let what = if recovered || class == "rejected" {
+            "last error"
+        } else {
+            "failing since"
+        };
         println!(
-            "          last error {} [{}]{}: {e}",
+            "          {what} {} [{class}]{}: {e}",
             ago(at),
-            s.last_error_class.as_deref().unwrap_or("?"),
             if recovered { " (recovered since)" } else { "" }
         );
     }

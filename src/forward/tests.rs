@@ -242,3 +242,98 @@ async fn a_failed_ack_resends_the_batch_and_keeps_forwarding() {
     assert_eq!(got.len(), 10);
     assert_eq!(got[5..], ids[..]);
 }
+
+#[test]
+fn retry_after_only_lengthens_the_schedules_wait() {
+    let ms = Duration::from_millis;
+    let max = ms(1000);
+    for (schedule, asked, expected) in [
+        (ms(300), None, ms(300)),
+        (ms(300), Some(ms(0)), ms(300)),
+        (ms(300), Some(ms(100)), ms(300)),
+        (ms(300), Some(ms(700)), ms(700)),
+        (ms(300), Some(ms(5000)), max),
+        (ms(50), Some(Duration::ZERO), ms(50)),
+    ] {
+        assert_eq!(
+            retry_delay(schedule, asked, max),
+            expected,
+            "{schedule:?} {asked:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn retry_after_zero_is_not_a_tight_loop() {
+    let (_d, ob, ids) = setup(2);
+    let zero = || SinkError::Transient {
+        message: "503".into(),
+        retry_after: Some(Duration::ZERO),
+    };
+    let (s, received) = sink((0..10).map(|_| zero()).collect(), 10);
+    let mut opts = drain_opts();
+    opts.policy.max = Duration::from_millis(200);
+    let started = Instant::now();
+    let r = forward(s, ob.clone(), opts).await.unwrap();
+    assert_eq!(r.delivered, 2);
+    assert_eq!(*received.lock().unwrap(), ids);
+    // every wait is at least the schedule's floor of 50 ms
+    assert!(
+        started.elapsed() >= Duration::from_millis(10 * 50),
+        "10 retries took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Fails with the scripted messages, noting at each attempt when the outbox
+/// says the sink's last error happened.
+struct WatchingSink {
+    outbox: SharedOutbox,
+    script: VecDeque<&'static str>,
+    seen: Arc<Mutex<Vec<Option<Timestamp>>>>,
+}
+
+impl Sink for WatchingSink {
+    fn name(&self) -> &'static str {
+        "watching"
+    }
+    fn max_batch(&self) -> usize {
+        10
+    }
+    async fn send(&mut self, _batch: &[Sample]) -> Result<(), SinkError> {
+        let at = self
+            .outbox
+            .call(|o| o.sink_state("watching"))
+            .await
+            .unwrap()
+            .last_error_at;
+        self.seen.lock().unwrap().push(at);
+        match self.script.pop_front() {
+            Some(m) => Err(SinkError::transient(m)),
+            None => Ok(()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_outage_is_recorded_when_it_changes_not_per_attempt() {
+    let (_d, ob, _) = setup(1);
+    let seen = Arc::new(Mutex::new(vec![]));
+    let sink = WatchingSink {
+        outbox: ob.clone(),
+        script: ["down", "down", "down", "down", "other", "other", "down"].into(),
+        seen: seen.clone(),
+    };
+    let r = forward(sink, ob.clone(), drain_opts()).await.unwrap();
+    assert_eq!(r.delivered, 1);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 8);
+    assert_eq!(seen[0], None);
+    // "down" recorded once for attempts 1-4, "other" once, "down" again once
+    let changes: Vec<usize> = (1..seen.len())
+        .filter(|&i| seen[i] != seen[i - 1])
+        .collect();
+    assert_eq!(changes, [1, 5, 7], "{seen:?}");
+    let st = ob.call(|o| o.sink_state("watching")).await.unwrap();
+    assert_eq!(st.last_error.as_deref(), Some("down"));
+}

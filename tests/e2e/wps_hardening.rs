@@ -10,6 +10,10 @@ use serde_json::json;
 
 use crate::logger::{Logger, terminate, wait_until};
 use crate::pg::TestDb;
+use crate::wps_server::{self, Fault, TestServer};
+
+const KEY: &str = "aGFyZGVuaW5nLXRlc3Qta2V5LTdmM2E=";
+const HUB: &str = "heatexchanger";
 
 /// Writes `secrets.json` with this Web PubSub connection string and, when
 /// given, the test database.
@@ -94,5 +98,39 @@ async fn a_sink_configured_wrongly_never_stops_sampling() {
     if let Some(db) = &db {
         l.ok(&["replay", "--sink", "postgres"]);
         assert_eq!(db.samples() as u64, l.samples());
+    }
+}
+
+async fn server() -> TestServer {
+    wps_server::start(HUB, KEY).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_zero_or_in_the_past_is_not_a_tight_loop() {
+    for (header, value) in [
+        ("retry-after", "0"),
+        ("retry-after-ms", "0"),
+        ("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT"),
+    ] {
+        let srv = server().await;
+        // retry_max 1s: the schedule waits 50 ms to 1 s between attempts
+        let l = Logger::new(json!({}));
+        write_secrets(&l, &srv.connection_string(), None);
+        l.ok(&["simulate", "--count", "3"]);
+        let fault = Fault::UnavailableRetryAfter {
+            header,
+            value: value.into(),
+        };
+        srv.inject(fault, 100_000);
+        let out = l.output(&["replay", "--give-up-after", "3s"]);
+        assert!(!out.status.success(), "{header}: {value}: replay succeeded");
+        let requests = srv.request_count();
+        assert!(
+            (2..=30).contains(&requests),
+            "{header}: {value}: {requests} requests in 3 s"
+        );
+        let s = l.sink("webpubsub");
+        assert_eq!(s["pending"], 3, "{s}");
+        assert_eq!(s["last_error_class"], "transient", "{s}");
     }
 }

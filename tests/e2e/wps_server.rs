@@ -46,6 +46,14 @@ pub enum Fault {
         /// The `Retry-After` value in seconds.
         retry_after_secs: u64,
     },
+    /// Answer 503 Service Unavailable with this header (`Retry-After`,
+    /// `retry-after-ms`) set to this value.
+    UnavailableRetryAfter {
+        /// The header's name.
+        header: &'static str,
+        /// Its value, as sent.
+        value: String,
+    },
     /// Answer 401 Unauthorized, as for a bad key.
     Unauthorized,
     /// Answer 400 Bad Request, as for a message the service refuses.
@@ -362,6 +370,18 @@ async fn check_and_accept(
             );
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            return r;
+        }
+        Some(Fault::UnavailableRetryAfter { header, value }) => {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "injected: the service is unavailable",
+            );
+            r.headers_mut().insert(
+                header,
+                HeaderValue::from_str(&value).expect("a header value"),
+            );
             return r;
         }
         Some(Fault::Unauthorized) => {
