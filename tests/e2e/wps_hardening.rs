@@ -134,3 +134,25 @@ async fn retry_after_zero_or_in_the_past_is_not_a_tight_loop() {
         assert_eq!(s["last_error_class"], "transient", "{s}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_names_follow_the_services_rules() {
+    let srv = server().await;
+    for group in ["hx-01", "Halle 3/Linie ü?#%"] {
+        let l = Logger::new(json!({ "webpubsub_group": group }));
+        write_secrets(&l, &srv.connection_string(), None);
+        l.ok(&["simulate", "--count", "2"]);
+        l.ok(&["replay"]);
+        let accepted = srv.accepted();
+        let last = accepted.last().expect("a message was accepted");
+        assert_eq!(last.group.as_deref(), Some(group));
+    }
+    assert!(srv.refusals().is_empty(), "{:?}", srv.refusals());
+    // what the service refuses is refused at start, with the rule
+    let l = Logger::new(json!({ "webpubsub_group": "   " }));
+    write_secrets(&l, &srv.connection_string(), None);
+    l.ok(&["simulate", "--count", "1"]);
+    let out = l.output(&["replay"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("whitespace"), "{}", stderr(&out));
+}

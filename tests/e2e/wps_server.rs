@@ -446,22 +446,53 @@ fn parse_path(path: &str, hub: &str) -> Result<Option<String>, String> {
         None => (rest, None),
         Some((h, g)) => (h, Some(g)),
     };
-    if got_hub != hub {
+    if percent_decode(got_hub).as_deref() != Some(hub) {
         return Err(format!(
             "this fake serves hub {hub:?}, not {got_hub:?} (path {path})"
         ));
     }
-    let name_ok =
-        |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !got_hub.starts_with(|c: char| c.is_ascii_alphabetic()) || !name_ok(got_hub) {
-        return Err(format!("invalid hub name {got_hub:?}"));
+    // The REST reference's rules: hub `^[A-Za-z][A-Za-z0-9_`,.[\]]{0,127}$`
+    // (percent-encoded backtick allowed), group 1..=1024 characters, not only
+    // whitespace, no line break (percent-encoded as needed).
+    let hub_ok = |h: &str| {
+        h.starts_with(|c: char| c.is_ascii_alphabetic())
+            && h.len() <= 128
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_`,.[]".contains(c))
+    };
+    match percent_decode(got_hub) {
+        Some(h) if hub_ok(&h) => {}
+        _ => return Err(format!("invalid hub name {got_hub:?}")),
     }
-    if let Some(g) = group
-        && (!name_ok(g) || g.len() > 1024)
-    {
-        return Err(format!("invalid group name {g:?}"));
+    let group = match group {
+        None => None,
+        Some(raw) => match percent_decode(raw) {
+            Some(g)
+                if (1..=1024).contains(&g.chars().count())
+                    && !g.trim().is_empty()
+                    && !g.contains(['\n', '\r']) =>
+            {
+                Some(g)
+            }
+            _ => return Err(format!("invalid group name {raw:?}")),
+        },
+    };
+    Ok(group)
+}
+
+/// Decodes `%XX` escapes (UTF-8); `None` for a bad escape or bad UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
     }
-    Ok(group.map(str::to_string))
+    String::from_utf8(out).ok()
 }
 
 /// Checks the bearer token: HS256 with the key, header `{"alg":"HS256","typ":"JWT"}`,

@@ -12,7 +12,9 @@
 //!
 //! `POST {endpoint}[:port]/api/hubs/{hub}/:send?api-version=2024-12-01` (to
 //! every connection of the hub) or
-//! `POST {endpoint}[:port]/api/hubs/{hub}/groups/{group}/:send?api-version=2024-12-01`,
+//! `POST {endpoint}[:port]/api/hubs/{hub}/groups/{group}/:send?api-version=2024-12-01`
+//! (hub and group percent-encoded as path segments; names checked by the
+//! service's rules, see [`validate_hub`] and [`validate_group`]),
 //! `Content-Type: application/json`, `Authorization: Bearer <JWT>`. The token is
 //! HS256-signed with the UTF-8 bytes of the access key, header
 //! `{"alg":"HS256","typ":"JWT"}`, claims `{"aud":<the exact request URL>,"exp":<now + 60 s>}`
@@ -112,36 +114,62 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// The largest batch [`WebPubSubSink::send`] accepts from the forwarder.
 pub const MAX_BATCH: usize = 500;
 
+/// The longest hub name the service accepts.
+pub const MAX_HUB_LEN: usize = 128;
+
 /// The longest group name the service accepts.
 pub const MAX_GROUP_LEN: usize = 1024;
 
-/// Checks a hub name the way the service does: letters, digits and `_`,
-/// starting with a letter.
+/// Checks a hub name by the service's rule (REST reference, `hub` parameter:
+/// `^[A-Za-z][A-Za-z0-9_`,.[\]]{0,127}$`): a letter, then up to 127 letters,
+/// digits and `` _`,.[] ``.
 pub fn validate_hub(hub: &str) -> Result<(), String> {
+    const RULE: &str = "a letter, then up to 127 letters, digits and _`,.[]";
     if !hub.starts_with(|c: char| c.is_ascii_alphabetic()) {
         return Err(format!(
-            "Web PubSub hub {hub:?} must start with a letter (letters, digits and _ only)"
+            "Web PubSub hub {hub:?} must start with a letter ({RULE})"
         ));
     }
-    if !hub.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if let Some(c) = hub
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || "_`,.[]".contains(c)))
+    {
         return Err(format!(
-            "Web PubSub hub {hub:?} may contain only letters, digits and _"
+            "Web PubSub hub {hub:?} may not contain {c:?} ({RULE})"
+        ));
+    }
+    if hub.len() > MAX_HUB_LEN {
+        return Err(format!(
+            "Web PubSub hub name is {} characters long, more than {MAX_HUB_LEN} ({RULE})",
+            hub.len()
         ));
     }
     Ok(())
 }
 
-/// Checks a group name the way the service does: 1 to 1024 letters, digits and `_`.
+/// Checks a group name by the service's rule (REST reference, `group`
+/// parameter: 1 to 1024 characters, pattern `^(?!\s+$).+$`: not only
+/// whitespace, no line break). Any other character is allowed: it is
+/// percent-encoded in the URL. `.` and `..` are refused because a URL cannot
+/// carry them as a path segment.
 pub fn validate_group(group: &str) -> Result<(), String> {
-    if group.is_empty() || group.len() > MAX_GROUP_LEN {
+    let len = group.chars().count();
+    if len == 0 || len > MAX_GROUP_LEN {
         return Err(format!(
-            "Web PubSub group name must be 1 to {MAX_GROUP_LEN} characters long (it is {})",
-            group.len()
+            "Web PubSub group name must be 1 to {MAX_GROUP_LEN} characters long (it is {len})"
         ));
     }
-    if !group.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if group.trim().is_empty() {
+        return Err("Web PubSub group name must not be only whitespace".to_string());
+    }
+    if group.contains(['\n', '\r']) {
         return Err(format!(
-            "Web PubSub group {group:?} may contain only letters, digits and _"
+            "Web PubSub group {group:?} must not contain a line break"
+        ));
+    }
+    if group == "." || group == ".." {
+        return Err(format!(
+            "Web PubSub group {group:?} cannot be addressed in a URL; choose another name"
         ));
     }
     Ok(())
@@ -201,11 +229,17 @@ impl WebPubSubSink {
             anyhow::bail!("the Web PubSub request timeout must be more than zero");
         }
         let mut url = conn.base_url()?;
-        let path = match &settings.group {
-            None => format!("/api/hubs/{}/:send", settings.hub),
-            Some(g) => format!("/api/hubs/{}/groups/{g}/:send", settings.hub),
-        };
-        url.set_path(&path);
+        {
+            // Each name is one path segment, percent-encoded as needed.
+            let mut path = url
+                .path_segments_mut()
+                .map_err(|()| anyhow::anyhow!("the Web PubSub endpoint cannot carry a path"))?;
+            path.clear().extend(["api", "hubs", &settings.hub]);
+            if let Some(group) = &settings.group {
+                path.extend(["groups", group]);
+            }
+            path.push(":send");
+        }
         url.set_query(Some(&format!("api-version={API_VERSION}")));
         let client = reqwest::Client::builder()
             .timeout(settings.timeout)

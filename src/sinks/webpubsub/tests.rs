@@ -216,6 +216,21 @@ fn send_urls() {
             None,
             format!("http://127.0.0.1:8080/api/hubs/Hub/:send{q}"),
         ),
+        // names are percent-encoded path segments
+        (
+            "Endpoint=https://hx.webpubsub.azure.com;AccessKey=k",
+            "hx.1`[a]",
+            Some("hx-01"),
+            format!("https://hx.webpubsub.azure.com/api/hubs/hx.1%60[a]/groups/hx-01/:send{q}"),
+        ),
+        (
+            "Endpoint=https://hx.webpubsub.azure.com;AccessKey=k",
+            "h",
+            Some("site 1/a?b#c%d"),
+            format!(
+                "https://hx.webpubsub.azure.com/api/hubs/h/groups/site%201%2Fa%3Fb%23c%25d/:send{q}"
+            ),
+        ),
         // the default port is not written, exactly as the request line and Host header carry it
         (
             "Endpoint=https://hx.webpubsub.azure.com;Port=443;AccessKey=k",
@@ -236,22 +251,39 @@ fn send_urls() {
 
 #[test]
 fn hub_and_group_names() {
+    // The service's rules (REST reference): hub `^[A-Za-z][A-Za-z0-9_`,.[\]]{0,127}$`,
+    // group 1..=1024 characters matching `^(?!\s+$).+$`.
     let long = "g".repeat(MAX_GROUP_LEN);
+    let long_wide = "ü".repeat(MAX_GROUP_LEN);
     let too_long = "g".repeat(MAX_GROUP_LEN + 1);
+    let long_hub = format!("h{}", "x".repeat(MAX_HUB_LEN - 1));
+    let too_long_hub = format!("h{}", "x".repeat(MAX_HUB_LEN));
     for (hub, group, ok) in [
         ("heatexchanger", None, true),
         ("Hx_01", Some("site_1"), true),
         ("h", Some("_1"), true),
         ("h", Some(long.as_str()), true),
+        ("h", Some(long_wide.as_str()), true),
         ("h", Some(too_long.as_str()), false),
         ("h", Some(""), false),
-        ("h", Some("a-b"), false),
-        ("h", Some("a/b"), false),
+        ("h", Some("hx-01"), true),
+        ("h", Some("a/b"), true),
+        ("h", Some("Halle 3, Linie ü"), true),
+        ("h", Some(" x "), true),
+        ("h", Some("   "), false),
+        ("h", Some("a\nb"), false),
+        ("h", Some("."), false),
+        ("h", Some(".."), false),
+        ("h", Some("..."), true),
+        ("a.b,c`[d]_1", None, true),
+        (long_hub.as_str(), None, true),
+        (too_long_hub.as_str(), None, false),
         ("1hub", None, false),
         ("_hub", None, false),
         ("", None, false),
         ("heat-exchanger", None, false),
         ("heat exchanger", None, false),
+        ("hub/x", None, false),
         ("hüb", None, false),
     ] {
         let settings = WebPubSubSettings {
