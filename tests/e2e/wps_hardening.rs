@@ -24,8 +24,11 @@ fn write_secrets(l: &Logger, conn: &str, db: Option<&TestDb>) {
             db.write_secrets(l.path(), None, &[wps, ("PG_DB_SSLMODE", "disable")]);
         }
         None => {
+            use std::os::unix::fs::PermissionsExt;
             let m = json!({ wps.0: wps.1 });
-            std::fs::write(l.path().join("secrets.json"), m.to_string()).unwrap();
+            let p = l.path().join("secrets.json");
+            std::fs::write(&p, m.to_string()).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
     }
 }
@@ -155,4 +158,44 @@ async fn group_names_follow_the_services_rules() {
     let out = l.output(&["replay"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("whitespace"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_only_to_loopback_and_the_proxy_variables_are_honoured() {
+    let l = Logger::new(json!({}));
+    l.ok(&["simulate", "--count", "2"]);
+    // http:// elsewhere would send the token in clear text: a configuration error
+    write_secrets(
+        &l,
+        &format!("Endpoint=http://192.0.2.10;AccessKey={KEY};Version=1.0;"),
+        None,
+    );
+    let out = l.output(&["replay", "--give-up-after", "1s"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("clear text") && err.contains("use https://"),
+        "{err}"
+    );
+    assert!(!err.contains(KEY), "the key leaked: {err}");
+    let text = String::from_utf8(l.ok(&["status"]).stdout).unwrap();
+    assert!(text.contains("clear text"), "{text}");
+
+    // HTTP_PROXY is honoured: the endpoint is a closed port, the proxy is the fake service
+    let srv = server().await;
+    let closed = crate::pg::free_port();
+    write_secrets(
+        &l,
+        &format!("Endpoint=http://127.0.0.1;Port={closed};AccessKey={KEY};Version=1.0;"),
+        None,
+    );
+    let out = l
+        .cmd(&["replay", "--give-up-after", "20s"])
+        .env("HTTP_PROXY", format!("http://127.0.0.1:{}", srv.port()))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(srv.accepted_ids().len(), 2);
 }

@@ -140,6 +140,19 @@ impl ConnectionString {
     }
 }
 
+/// Why an `http://` endpoint that is not loopback is refused.
+pub(super) const CLEAR_TEXT: &str = "http:// would send the access token in clear text; use https:// (http:// is accepted only for a loopback address: 127.0.0.1, ::1 or localhost)";
+
+/// Whether the URL's host is this machine (a local emulator or tunnel).
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
 fn normalise_endpoint(raw: &str, port: Option<u16>) -> Result<String, ConnectionStringError> {
     let bad = |reason: &str| ConnectionStringError::BadEndpoint {
         endpoint: raw.to_string(),
@@ -151,6 +164,9 @@ fn normalise_endpoint(raw: &str, port: Option<u16>) -> Result<String, Connection
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(bad("it has no host"));
+    }
+    if url.scheme() == "http" && !is_loopback(&url) {
+        return Err(bad(CLEAR_TEXT));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(bad("it must not contain credentials"));

@@ -156,6 +156,40 @@ fn connection_strings() {
                 reason: "it has a port and Port= is also given".into(),
             }),
         ),
+        // http:// only to this machine: elsewhere the token would travel in clear text
+        (
+            format!("Endpoint=http://127.0.0.2;AccessKey={KEY}"),
+            Ok(("http://127.0.0.2", None, KEY)),
+        ),
+        (
+            format!("Endpoint=http://[::1]:8080;AccessKey={KEY}"),
+            Ok(("http://[::1]:8080", None, KEY)),
+        ),
+        (
+            format!("Endpoint=http://LOCALHOST;AccessKey={KEY}"),
+            Ok(("http://localhost", None, KEY)),
+        ),
+        (
+            format!("Endpoint=http://hx.webpubsub.azure.com;AccessKey={KEY}"),
+            Err(E::BadEndpoint {
+                endpoint: "http://hx.webpubsub.azure.com".into(),
+                reason: super::connection_string::CLEAR_TEXT.into(),
+            }),
+        ),
+        (
+            format!("Endpoint=http://10.0.0.5;Port=8080;AccessKey={KEY}"),
+            Err(E::BadEndpoint {
+                endpoint: "http://10.0.0.5".into(),
+                reason: super::connection_string::CLEAR_TEXT.into(),
+            }),
+        ),
+        (
+            format!("Endpoint=http://localhost.example.com;AccessKey={KEY}"),
+            Err(E::BadEndpoint {
+                endpoint: "http://localhost.example.com".into(),
+                reason: super::connection_string::CLEAR_TEXT.into(),
+            }),
+        ),
         (
             format!("Endpoint={azure};Port=0;AccessKey={KEY}"),
             Err(E::BadPort("0".into())),
