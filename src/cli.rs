@@ -86,6 +86,11 @@ pub enum Command {
         /// Give up after this long without a successful delivery (e.g. 2m)
         #[arg(long, value_name = "DURATION", default_value = "2m")]
         give_up_after: String,
+        /// Start --sink from now: mark every sample stored so far as handled for
+        /// it, without sending them (they stay in the outbox for export and
+        /// --since). A new sink otherwise starts from the oldest stored sample
+        #[arg(long, requires = "sink", conflicts_with = "since")]
+        skip_to_now: bool,
     },
     /// Show the outbox, delivery state per sink and sensor health
     Status {

@@ -54,10 +54,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 output,
             } => export::export(&config, &since, until.as_deref(), format, output.as_deref()),
             Command::Replay {
+                sink: Some(sink),
+                skip_to_now: true,
+                ..
+            } => replay::skip_to_now(&config, sink),
+            Command::Replay {
                 since,
                 until,
                 sink,
                 give_up_after,
+                skip_to_now: _,
             } => match since {
                 None => replay::drain(&config, sink, &give_up_after).await,
                 Some(since) => {

@@ -81,6 +81,18 @@ pub async fn resend(
     replay.finish("re-sent").await
 }
 
+/// Starts `sink` from now: moves its cursor past every sample stored so far,
+/// sending none of them (they stay in the outbox for `export` and `--since`).
+pub fn skip_to_now(config: &Config, sink: SinkName) -> anyhow::Result<ExitCode> {
+    let mut outbox = Outbox::open_existing(&config.outbox_path())?;
+    let skipped = outbox.skip_to_newest(sink.as_str())?;
+    info!(sink = %sink, skipped, "cursor moved to the newest sample (replay --skip-to-now)");
+    println!(
+        "{sink}: skipped {skipped} samples; it starts with the next sample taken (the skipped ones stay in the outbox: `hxlog replay --sink {sink} --since WHEN` sends a window of them)"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The sinks to replay to; `None` (after saying what to configure) when there are none.
 fn build_sinks(config: &Config, only: Option<SinkName>) -> anyhow::Result<Option<Vec<AnySink>>> {
     let secrets = Secrets::load(config.secrets.as_deref())?;

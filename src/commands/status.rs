@@ -199,6 +199,12 @@ fn print_sink(s: &SinkState, configured: bool, ago: &dyn Fn(Timestamp) -> String
         .map(|t| format!(", oldest taken {}", ago(t)))
         .unwrap_or_default();
     println!("          pending {}{oldest}", s.pending);
+    if s.delivered_seq == 0 && s.pending > 0 {
+        println!(
+            "          new sink: starts from the oldest stored sample (`hxlog replay --sink {} --skip-to-now` starts it from now instead)",
+            s.name
+        );
+    }
     println!(
         "          last success {}",
         s.last_success.map(ago).unwrap_or_else(|| "never".into())

@@ -232,7 +232,8 @@ impl Outbox {
         Ok(())
     }
 
-    /// Makes sure a cursor row exists for each sink (new sinks start at the beginning).
+    /// Makes sure a cursor row exists for each sink. A new sink starts from the
+    /// oldest sample stored ([`Outbox::skip_to_newest`] starts it from now).
     pub fn register_sinks(&mut self, names: &[&str]) -> anyhow::Result<()> {
         for name in names {
             self.conn
@@ -274,6 +275,27 @@ impl Outbox {
             params![sink, up_to_seq, count as i64, now_us()],
         )?;
         Ok(())
+    }
+
+    /// Moves `sink`'s cursor to the newest sample without delivering anything
+    /// (a sink that should start from now); returns how many samples were
+    /// pending for it. A cursor never moves back.
+    pub fn skip_to_newest(&mut self, sink: &str) -> anyhow::Result<u64> {
+        let tx = self.conn.transaction()?;
+        let skipped: i64 = tx.query_row(
+            "SELECT count(*) FROM samples WHERE seq > \
+             (SELECT coalesce((SELECT delivered_seq FROM sinks WHERE name = ?1), 0))",
+            [sink],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO sinks (name, delivered_seq) \
+             VALUES (?1, (SELECT coalesce(max(seq), 0) FROM samples)) \
+             ON CONFLICT (name) DO UPDATE SET delivered_seq = max(delivered_seq, excluded.delivered_seq)",
+            [sink],
+        )?;
+        tx.commit()?;
+        Ok(skipped as u64)
     }
 
     /// Records a successful re-send (`replay --since`) without moving the cursor.

@@ -199,3 +199,45 @@ async fn http_only_to_loopback_and_the_proxy_variables_are_honoured() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(srv.accepted_ids().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_sink_starts_from_the_oldest_sample_or_from_now() {
+    let srv = server().await;
+    let l = Logger::new(json!({}));
+    l.ok(&["simulate", "--count", "50", "--interval", "1m"]);
+    write_secrets(&l, &srv.connection_string(), None);
+    let text = String::from_utf8(l.ok(&["status"]).stdout).unwrap();
+    assert!(
+        text.contains("new sink: starts from the oldest stored sample")
+            && text.contains("replay --sink webpubsub --skip-to-now"),
+        "{text}"
+    );
+    assert_eq!(sink_pending(&l), 50);
+    // a first attempt fails (the sink now has a cursor at the start)
+    srv.inject(Fault::Unauthorized, 1);
+    assert!(!l.output(&["replay"]).status.success());
+    let requests = srv.request_count();
+
+    // --skip-to-now needs --sink
+    let out = l.output(&["replay", "--skip-to-now"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--sink"), "{}", stderr(&out));
+
+    let out = l.ok(&["replay", "--sink", "webpubsub", "--skip-to-now"]);
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(said.contains("skipped 50 samples"), "{said}");
+    assert_eq!(srv.request_count(), requests, "skipping sends nothing");
+    assert_eq!(sink_pending(&l), 0);
+    let text = String::from_utf8(l.ok(&["status"]).stdout).unwrap();
+    assert!(!text.contains("new sink"), "{text}");
+
+    // the next samples go out, the skipped ones stay in the outbox
+    l.ok(&["simulate", "--count", "3"]);
+    l.ok(&["replay"]);
+    assert_eq!(srv.accepted_ids().len(), 3);
+    assert_eq!(l.samples(), 53);
+}
+
+fn sink_pending(l: &Logger) -> u64 {
+    l.sink("webpubsub")["pending"].as_u64().unwrap()
+}
