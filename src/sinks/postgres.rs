@@ -5,7 +5,13 @@
 //!
 //! Delivery: one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT (sample_id) DO
 //! NOTHING` per batch, a single statement, so the batch commits atomically and
-//! a resend after a crash inserts nothing twice. The schema is applied from
+//! a resend after a crash inserts nothing twice.
+//!
+//! Poolers: every statement is unnamed (tokio-postgres's `*_typed` calls:
+//! parse, bind and execute in one round trip) and nothing relies on session
+//! state (no `SET`, no named prepared statements, no session advisory locks),
+//! so PgBouncer in transaction mode — Azure Flexible Server's built-in pooler
+//! on port 6432 — may hand each statement to another server connection. The schema is applied from
 //! `schema/postgres/NNNN_*.sql` under a transaction-scoped advisory lock, so
 //! many devices can start at once.
 //!
@@ -21,7 +27,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, NoTls};
 use tracing::{debug, info, instrument, warn};
 
 use crate::config::{PgSecrets, Secret};
@@ -241,15 +248,18 @@ where
 /// Applies pending migrations under an advisory lock. Returns the names applied.
 pub async fn migrate(client: &mut Client) -> Result<Vec<&'static str>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
+    tx.execute_typed(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[(&MIGRATION_LOCK, Type::INT8)],
+    )
+    .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS hxlog_migrations (\
          version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
     )
     .await?;
     let done: Vec<i32> = tx
-        .query("SELECT version FROM hxlog_migrations", &[])
+        .query_typed("SELECT version FROM hxlog_migrations", &[])
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -260,9 +270,9 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<&'static str>, tokio_pos
             continue;
         }
         tx.batch_execute(sql).await?;
-        tx.execute(
+        tx.execute_typed(
             "INSERT INTO hxlog_migrations (version, name) VALUES ($1, $2)",
-            &[version, name],
+            &[(version, Type::INT4), (name, Type::TEXT)],
         )
         .await?;
         applied.push(*name);
@@ -356,7 +366,7 @@ fn readings_json(s: &Sample) -> String {
 /// on first connect.
 pub struct PostgresSink {
     settings: PgSettings,
-    conn: Option<(Client, Statement)>,
+    conn: Option<Client>,
 }
 
 impl PostgresSink {
@@ -369,7 +379,7 @@ impl PostgresSink {
     }
 
     async fn ensure_connected(&mut self) -> Result<(), SinkError> {
-        if self.conn.as_ref().is_some_and(|(c, _)| !c.is_closed()) {
+        if self.conn.as_ref().is_some_and(|c| !c.is_closed()) {
             return Ok(());
         }
         self.conn = None;
@@ -381,12 +391,8 @@ impl PostgresSink {
         if !applied.is_empty() {
             info!(sink = "postgres", migrations = ?applied, "applied Postgres schema migrations");
         }
-        let stmt = client
-            .prepare(INSERT_SQL)
-            .await
-            .map_err(|e| classify(&e, &what))?;
         info!(sink = "postgres", target = %what, "connected");
-        self.conn = Some((client, stmt));
+        self.conn = Some(client);
         Ok(())
     }
 }
@@ -402,29 +408,32 @@ impl Sink for PostgresSink {
 
     async fn send(&mut self, batch: &[Sample]) -> Result<(), SinkError> {
         self.ensure_connected().await?;
-        let (client, stmt) = self.conn.as_ref().expect("connected above");
+        let client = self.conn.as_ref().expect("connected above");
         let c = Columns::from_batch(batch);
+        // An unnamed statement (parse, bind and execute in one round trip), so
+        // it works through PgBouncer in transaction mode, where a named
+        // prepared statement may live on another server connection.
         let result = client
-            .execute(
-                stmt,
+            .execute_typed(
+                INSERT_SQL,
                 &[
-                    &c.id,
-                    &c.dev,
-                    &c.at,
-                    &c.src,
-                    &c.t[0],
-                    &c.t[1],
-                    &c.t[2],
-                    &c.t[3],
-                    &c.q[0],
-                    &c.q[1],
-                    &c.q[2],
-                    &c.q[3],
-                    &c.readings,
-                    &c.he,
-                    &c.ce,
-                    &c.e,
-                    &c.l,
+                    (&c.id, Type::UUID_ARRAY),
+                    (&c.dev, Type::TEXT_ARRAY),
+                    (&c.at, Type::TIMESTAMPTZ_ARRAY),
+                    (&c.src, Type::TEXT_ARRAY),
+                    (&c.t[0], Type::FLOAT8_ARRAY),
+                    (&c.t[1], Type::FLOAT8_ARRAY),
+                    (&c.t[2], Type::FLOAT8_ARRAY),
+                    (&c.t[3], Type::FLOAT8_ARRAY),
+                    (&c.q[0], Type::TEXT_ARRAY),
+                    (&c.q[1], Type::TEXT_ARRAY),
+                    (&c.q[2], Type::TEXT_ARRAY),
+                    (&c.q[3], Type::TEXT_ARRAY),
+                    (&c.readings, Type::TEXT_ARRAY),
+                    (&c.he, Type::FLOAT8_ARRAY),
+                    (&c.ce, Type::FLOAT8_ARRAY),
+                    (&c.e, Type::FLOAT8_ARRAY),
+                    (&c.l, Type::FLOAT8_ARRAY),
                 ],
             )
             .await;
