@@ -20,6 +20,11 @@
 //! `disable`, `prefer` and `require` (encrypted, certificate not checked),
 //! `verify-ca` (chain checked), `verify-full` (chain and host name checked).
 //! The default is `verify-full` off loopback and `prefer` on loopback or a Unix socket.
+//! As in libpq, `PG_DB_SSLROOTCERT` (every certificate in the file) replaces
+//! the OS store, and with it `require` checks the chain like `verify-ca`.
+//! Only a certificate that fails verification is a permanent error; a reset,
+//! EOF or stall during the handshake is transient (classified from the
+//! error's types, not its text).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -188,50 +193,93 @@ pub async fn connect(settings: &PgSettings) -> Result<Client, SinkError> {
     let what = settings.describe();
     let client = if settings.sslmode == SslMode::Disable {
         cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
-        let (client, conn) = cfg.connect(NoTls).await.map_err(|e| classify(&e, &what))?;
+        let (client, conn) = within(settings.connect_timeout, &what, cfg.connect(NoTls)).await?;
         spawn_connection(conn);
         client
     } else {
-        let mut b = native_tls::TlsConnector::builder();
-        match settings.sslmode {
-            SslMode::Prefer | SslMode::Require => {
-                b.danger_accept_invalid_certs(true)
-                    .danger_accept_invalid_hostnames(true);
-            }
-            SslMode::VerifyCa => {
-                b.danger_accept_invalid_hostnames(true);
-            }
-            SslMode::VerifyFull | SslMode::Disable => {}
-        }
-        if let Some(path) = &settings.sslrootcert {
-            let pem = std::fs::read(path).map_err(|e| {
-                SinkError::permanent(format!(
-                    "cannot read PG_DB_SSLROOTCERT {}: {e}",
-                    path.display()
-                ))
-            })?;
-            let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
-                SinkError::permanent(format!(
-                    "PG_DB_SSLROOTCERT {} is not a PEM certificate: {e}",
-                    path.display()
-                ))
-            })?;
-            b.add_root_certificate(cert);
-        }
-        let connector = b
-            .build()
-            .map_err(|e| SinkError::permanent(format!("cannot set up TLS: {e}")))?;
+        let connector = tls_connector(settings)?;
         cfg.ssl_mode(if settings.sslmode == SslMode::Prefer {
             tokio_postgres::config::SslMode::Prefer
         } else {
             tokio_postgres::config::SslMode::Require
         });
         let tls = postgres_native_tls::MakeTlsConnector::new(connector);
-        let (client, conn) = cfg.connect(tls).await.map_err(|e| classify(&e, &what))?;
+        let (client, conn) = within(settings.connect_timeout, &what, cfg.connect(tls)).await?;
         spawn_connection(conn);
         client
     };
     Ok(client)
+}
+
+/// Runs a connection attempt (socket, TLS handshake, start-up) within
+/// `limit`: tokio-postgres's own connect timeout covers only the socket, and a
+/// server that stalls mid-handshake must not stall the forwarder.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    attempt: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, SinkError> {
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(r) => r.map_err(|e| classify(&e, what)),
+        Err(_) => Err(SinkError::transient(format!(
+            "{what}: no answer within {limit:?} while connecting (TLS handshake or start-up)"
+        ))),
+    }
+}
+
+/// The native-tls connector for `settings.sslmode`, trusting every
+/// certificate in `PG_DB_SSLROOTCERT` when it is set. As in libpq, a root
+/// certificate file replaces the OS store, and makes `require` check the chain
+/// (like `verify-ca`).
+fn tls_connector(settings: &PgSettings) -> Result<native_tls::TlsConnector, SinkError> {
+    let mut b = native_tls::TlsConnector::builder();
+    let has_roots = settings.sslrootcert.is_some();
+    match settings.sslmode {
+        SslMode::Prefer => {
+            b.danger_accept_invalid_certs(true)
+                .danger_accept_invalid_hostnames(true);
+        }
+        SslMode::Require if !has_roots => {
+            b.danger_accept_invalid_certs(true)
+                .danger_accept_invalid_hostnames(true);
+        }
+        SslMode::Require | SslMode::VerifyCa => {
+            b.danger_accept_invalid_hostnames(true);
+        }
+        SslMode::VerifyFull | SslMode::Disable => {}
+    }
+    if let Some(path) = &settings.sslrootcert {
+        for cert in root_certificates(path)? {
+            b.add_root_certificate(cert);
+        }
+        b.disable_built_in_roots(true);
+    }
+    b.build()
+        .map_err(|e| SinkError::permanent(format!("cannot set up TLS: {e}")))
+}
+
+/// Every certificate of a PEM file (Azure's documentation has users
+/// concatenate several roots into one).
+fn root_certificates(path: &std::path::Path) -> Result<Vec<native_tls::Certificate>, SinkError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        SinkError::permanent(format!(
+            "cannot read PG_DB_SSLROOTCERT {}: {e}",
+            path.display()
+        ))
+    })?;
+    let certs = native_tls::Certificate::stack_from_pem(&pem).map_err(|e| {
+        SinkError::permanent(format!(
+            "PG_DB_SSLROOTCERT {} is not a PEM certificate file: {e}",
+            path.display()
+        ))
+    })?;
+    if certs.is_empty() {
+        return Err(SinkError::permanent(format!(
+            "PG_DB_SSLROOTCERT {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        )));
+    }
+    Ok(certs)
 }
 
 fn spawn_connection<F>(conn: F)
@@ -459,15 +507,18 @@ impl Sink for PostgresSink {
     }
 }
 
-/// Classifies a tokio-postgres error: connection trouble, shutdowns,
-/// serialization failures and resource limits are transient; authentication,
-/// missing database, privileges and schema mismatches are permanent.
+/// Classifies a tokio-postgres error: connection trouble (including a reset,
+/// EOF or stall during the TLS handshake), shutdowns, serialization failures
+/// and resource limits are transient; a certificate the server presented and
+/// we do not trust, authentication, missing database, privileges and schema
+/// mismatches are permanent. Decided from the error's types and SQLSTATE,
+/// never from its text.
 pub fn classify(e: &tokio_postgres::Error, target: &str) -> SinkError {
     let detail = error_text(e);
     let Some(code) = e.code() else {
-        if detail.contains("TLS") || detail.contains("certificate") || detail.contains("ssl") {
+        if certificate_rejected(e) {
             return SinkError::permanent(format!(
-                "TLS to {target} failed: {detail}; check PG_DB_SSLMODE (verify-full checks the certificate against the OS store or PG_DB_SSLROOTCERT)"
+                "TLS to {target} failed: the server's certificate was not accepted: {detail}; check PG_DB_SSLMODE and PG_DB_SSLROOTCERT (verify-full checks chain and host name, verify-ca the chain, against PG_DB_SSLROOTCERT or else the OS store)"
             ));
         }
         return SinkError::transient(format!("{target}: {detail}"));
@@ -491,6 +542,29 @@ pub fn classify(e: &tokio_postgres::Error, target: &str) -> SinkError {
         "{target}: {detail} (SQLSTATE {}){hint}",
         code.code()
     ))
+}
+
+/// OpenSSL's library code for its TLS layer (`ERR_LIB_SSL` in `err.h`).
+const ERR_LIB_SSL: i32 = 20;
+/// OpenSSL's reason for a failed certificate check, chain or host name
+/// (`SSL_R_CERTIFICATE_VERIFY_FAILED` in `sslerr.h`).
+const SSL_R_CERTIFICATE_VERIFY_FAILED: i32 = 134;
+
+/// True when the TLS handshake failed because the server's certificate did not
+/// verify. Any other handshake failure (an I/O error such as a reset, an
+/// unexpected EOF, a broken record) is not a verdict on the certificate.
+fn certificate_rejected(e: &tokio_postgres::Error) -> bool {
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        if let Some(stack) = inner.downcast_ref::<openssl::error::ErrorStack>() {
+            return stack.errors().iter().any(|e| {
+                e.library_code() == ERR_LIB_SSL
+                    && e.reason_code() == SSL_R_CERTIFICATE_VERIFY_FAILED
+            });
+        }
+        src = inner.source();
+    }
+    false
 }
 
 fn error_text(e: &tokio_postgres::Error) -> String {

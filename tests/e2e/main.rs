@@ -5,6 +5,7 @@ mod foundation;
 mod logger;
 mod ops;
 mod pg;
+mod pg_tls;
 mod pgbouncer;
 mod postgres;
 mod proxy;
