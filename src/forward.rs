@@ -2,6 +2,9 @@
 //! the outbox, hands it to the sink, and acks it, or backs off.
 //!
 //! It knows no sink's protocol: it acts on [`SinkError`]'s class alone.
+//! Every send is bounded by `send_timeout` (a sink that does not answer is a
+//! transient error; the send is dropped, never acked), and `replay`'s give-up
+//! time bounds a batch's attempts, the one in flight included.
 //! Transient errors back off exponentially with full jitter (capped), a server's
 //! `Retry-After` is honoured, permanent errors are retried at the cap, and a batch
 //! the sink refuses outright is recorded as rejected so it never blocks the queue.
@@ -65,15 +68,19 @@ impl RetryPolicy {
     }
 }
 
+/// The default of [`ForwardOptions::send_timeout`] (config `send_timeout`).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Whether a forwarder follows the outbox forever or stops once it is drained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// `hxlog run`: wait for new samples, retry forever.
     Follow,
     /// `hxlog replay`: stop when nothing is pending; fail on a permanent error
-    /// or when transient errors last longer than the given time.
+    /// or when a batch is still not delivered the given time after its first
+    /// attempt (a send in flight is cut off then).
     Drain {
-        /// Give up after this long without a successful delivery.
+        /// Give up on a batch this long after its first attempt.
         give_up_after: Duration,
     },
 }
@@ -96,6 +103,9 @@ pub struct ForwardOptions {
     pub poll: Duration,
     /// Called with the number of samples each successful batch delivered.
     pub on_progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// How long one [`Sink::send`] may take; then it is abandoned (dropped,
+    /// not acked) and counted as a transient error.
+    pub send_timeout: Duration,
 }
 
 impl ForwardOptions {
@@ -109,6 +119,7 @@ impl ForwardOptions {
             grace: Duration::from_secs(5),
             poll: Duration::from_secs(1),
             on_progress: None,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
         }
     }
 }
@@ -277,10 +288,22 @@ async fn send_with_retry<S: Sink>(
 ) -> anyhow::Result<Outcome> {
     let name = sink.name();
     let mut delays = opts.policy.delays();
-    let mut failing_since: Option<Instant> = None;
+    let first_attempt = Instant::now();
     loop {
+        // Every send is bounded, and in a drain never outlives the give-up time.
+        let limit = match opts.mode {
+            Mode::Follow => opts.send_timeout,
+            Mode::Drain { give_up_after } => opts
+                .send_timeout
+                .min(give_up_after.saturating_sub(first_attempt.elapsed()))
+                .max(Duration::from_millis(100)),
+        };
         let result = tokio::select! {
-            r = sink.send(batch) => r,
+            r = tokio::time::timeout(limit, sink.send(batch)) => r.unwrap_or_else(|_| {
+                Err(SinkError::transient(format!(
+                    "no answer within {limit:?} (send_timeout); the batch was abandoned and will be sent again"
+                )))
+            }),
             _ = async { opts.shutdown.cancelled().await; tokio::time::sleep(opts.grace).await } => {
                 warn!(sink = name, samples = batch.len(), "shutdown: abandoned the batch in flight; it will be resent");
                 return Ok(Outcome::Interrupted);
@@ -324,8 +347,7 @@ async fn send_with_retry<S: Sink>(
             if matches!(err, SinkError::Permanent { .. }) {
                 anyhow::bail!("{name} refused the delivery: {message}");
             }
-            let since = *failing_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= give_up_after {
+            if first_attempt.elapsed() >= give_up_after {
                 anyhow::bail!(
                     "{name} still failing after {:?}: {message}; the samples stay in the outbox, run replay again later",
                     give_up_after

@@ -75,6 +75,7 @@ pub async fn replay(
     super::spawn_signal_handler(shutdown.clone())?;
     let mut tasks: JoinSet<(&'static str, anyhow::Result<ForwardReport>)> = JoinSet::new();
     let mut opts = ForwardOptions::new(Mode::Drain { give_up_after }, config.retry_max, shutdown);
+    opts.send_timeout = config.send_timeout;
     opts.on_progress = Some({
         let p = progress.clone();
         let step = (total / 20).max(1000);

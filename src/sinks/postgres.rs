@@ -176,8 +176,20 @@ impl PgSettings {
 
 /// Connects (TLS per [`SslMode`]) and returns a client whose connection runs
 /// on a background task.
-#[instrument(skip_all, fields(target = %settings.describe()), err(Display))]
 pub async fn connect(settings: &PgSettings) -> Result<Client, SinkError> {
+    Ok(open(settings).await?.client)
+}
+
+/// An open connection and what it takes to cancel its statement in flight.
+struct Live {
+    client: Client,
+    /// The TLS connector of the connection (a cancel request is a connection
+    /// of its own, encrypted like the first), `None` for plain TCP.
+    tls: Option<postgres_native_tls::MakeTlsConnector>,
+}
+
+#[instrument(skip_all, fields(target = %settings.describe()), err(Display))]
+async fn open(settings: &PgSettings) -> Result<Live, SinkError> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&settings.host)
         .port(settings.port)
@@ -191,11 +203,11 @@ pub async fn connect(settings: &PgSettings) -> Result<Client, SinkError> {
         cfg.password(settings.password.expose());
     }
     let what = settings.describe();
-    let client = if settings.sslmode == SslMode::Disable {
+    if settings.sslmode == SslMode::Disable {
         cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
         let (client, conn) = within(settings.connect_timeout, &what, cfg.connect(NoTls)).await?;
         spawn_connection(conn);
-        client
+        Ok(Live { client, tls: None })
     } else {
         let connector = tls_connector(settings)?;
         cfg.ssl_mode(if settings.sslmode == SslMode::Prefer {
@@ -204,11 +216,66 @@ pub async fn connect(settings: &PgSettings) -> Result<Client, SinkError> {
             tokio_postgres::config::SslMode::Require
         });
         let tls = postgres_native_tls::MakeTlsConnector::new(connector);
-        let (client, conn) = within(settings.connect_timeout, &what, cfg.connect(tls)).await?;
+        let (client, conn) =
+            within(settings.connect_timeout, &what, cfg.connect(tls.clone())).await?;
         spawn_connection(conn);
-        client
-    };
-    Ok(client)
+        Ok(Live {
+            client,
+            tls: Some(tls),
+        })
+    }
+}
+
+/// Asks the server to cancel the statement in flight on `live`'s connection
+/// if dropped before [`CancelOnDrop::disarm`]. The forwarder drops a send that
+/// outlived `send_timeout`; without this, a statement blocked on a lock would
+/// hold its server connection (and, through a pooler, a pool slot) until the
+/// lock is released, one more at every retry.
+struct CancelOnDrop(
+    Option<(
+        tokio_postgres::CancelToken,
+        Option<postgres_native_tls::MakeTlsConnector>,
+    )>,
+);
+
+impl CancelOnDrop {
+    fn new(live: &Live) -> Self {
+        CancelOnDrop(Some((live.client.cancel_token(), live.tls.clone())))
+    }
+
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some((token, tls)) = self.0.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let sent = tokio::time::timeout(Duration::from_secs(10), async {
+                match tls {
+                    Some(tls) => token.cancel_query(tls).await,
+                    None => token.cancel_query(NoTls).await,
+                }
+            })
+            .await;
+            match sent {
+                Ok(Ok(())) => info!(sink = "postgres", "cancelled the abandoned statement"),
+                Ok(Err(e)) => {
+                    warn!(sink = "postgres", error = %e, "cannot cancel the abandoned statement")
+                }
+                Err(_) => warn!(
+                    sink = "postgres",
+                    "cannot cancel the abandoned statement: no answer"
+                ),
+            }
+        });
+    }
 }
 
 /// Runs a connection attempt (socket, TLS handshake, start-up) within
@@ -414,7 +481,7 @@ fn readings_json(s: &Sample) -> String {
 /// on first connect.
 pub struct PostgresSink {
     settings: PgSettings,
-    conn: Option<Client>,
+    conn: Option<Live>,
 }
 
 impl PostgresSink {
@@ -427,20 +494,20 @@ impl PostgresSink {
     }
 
     async fn ensure_connected(&mut self) -> Result<(), SinkError> {
-        if self.conn.as_ref().is_some_and(|c| !c.is_closed()) {
+        if self.conn.as_ref().is_some_and(|c| !c.client.is_closed()) {
             return Ok(());
         }
         self.conn = None;
         let what = self.settings.describe();
-        let mut client = connect(&self.settings).await?;
-        let applied = migrate(&mut client)
+        let mut live = open(&self.settings).await?;
+        let applied = migrate(&mut live.client)
             .await
             .map_err(|e| classify(&e, &what))?;
         if !applied.is_empty() {
             info!(sink = "postgres", migrations = ?applied, "applied Postgres schema migrations");
         }
         info!(sink = "postgres", target = %what, "connected");
-        self.conn = Some(client);
+        self.conn = Some(live);
         Ok(())
     }
 }
@@ -456,7 +523,12 @@ impl Sink for PostgresSink {
 
     async fn send(&mut self, batch: &[Sample]) -> Result<(), SinkError> {
         self.ensure_connected().await?;
-        let client = self.conn.as_ref().expect("connected above");
+        // Held here, not in `self`, while the statement runs: if the forwarder
+        // drops this send (timeout, shutdown), the connection goes with it and
+        // the guard cancels the statement on the server.
+        let live = self.conn.take().expect("connected above");
+        let guard = CancelOnDrop::new(&live);
+        let client = &live.client;
         let c = Columns::from_batch(batch);
         // An unnamed statement (parse, bind and execute in one round trip), so
         // it works through PgBouncer in transaction mode, where a named
@@ -485,6 +557,7 @@ impl Sink for PostgresSink {
                 ],
             )
             .await;
+        guard.disarm();
         match result {
             Ok(inserted) => {
                 debug!(
@@ -493,14 +566,15 @@ impl Sink for PostgresSink {
                     inserted,
                     "batch committed"
                 );
+                self.conn = Some(live);
                 Ok(())
             }
             Err(e) => {
                 let err = classify(&e, &self.settings.describe());
-                if !matches!(err, SinkError::Rejected { .. }) {
-                    // Start from a fresh connection next time.
-                    self.conn = None;
+                if matches!(err, SinkError::Rejected { .. }) {
+                    self.conn = Some(live);
                 }
+                // Otherwise start from a fresh connection next time.
                 Err(err)
             }
         }

@@ -5,6 +5,7 @@ mod foundation;
 mod logger;
 mod ops;
 mod pg;
+mod pg_hang;
 mod pg_tls;
 mod pgbouncer;
 mod postgres;
