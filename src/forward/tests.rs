@@ -315,3 +315,32 @@ async fn drain_gives_up_on_time_even_while_a_send_hangs() {
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(ob.call(|o| o.pending_count("hanging")).await.unwrap(), 3);
 }
+
+#[tokio::test]
+async fn only_the_samples_a_sink_names_are_rejected_and_the_rest_acked() {
+    let (_d, ob, ids) = setup(6);
+    let refusal = |id: uuid::Uuid, reason: &str| crate::sinks::Refusal {
+        id,
+        reason: reason.into(),
+    };
+    let (s, received) = sink(
+        vec![SinkError::RejectedSamples {
+            refused: vec![
+                refusal(ids[3], "check violation (SQLSTATE 23514)"),
+                refusal(ids[1], "untranslatable (SQLSTATE 22P05)"),
+                // not in the batch: a sink bug, ignored
+                refusal(uuid::Uuid::now_v7(), "elsewhere"),
+            ],
+        }],
+        4,
+    );
+    let r = forward(s, ob.clone(), drain_opts()).await.unwrap();
+    // first batch: 4 samples, 2 refused, 2 accepted; second batch: 2 delivered
+    assert_eq!((r.delivered, r.rejected), (4, 2));
+    assert_eq!(*received.lock().unwrap(), ids[4..].to_vec());
+    let st = ob.call(|o| o.sink_state("scripted")).await.unwrap();
+    assert_eq!(st.pending, 0);
+    assert_eq!(st.rejected_count, 2);
+    assert_eq!(st.delivered_count, 4);
+    assert_eq!(st.last_error_class.as_deref(), Some("rejected"));
+}

@@ -5,7 +5,10 @@
 //!
 //! Delivery: one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT (sample_id) DO
 //! NOTHING` per batch, a single statement, so the batch commits atomically and
-//! a resend after a crash inserts nothing twice.
+//! a resend after a crash inserts nothing twice. A batch the database refuses
+//! for its data (SQLSTATE classes 22 and 23) is split in halves until the
+//! refused samples are alone; they are reported as
+//! [`SinkError::RejectedSamples`], everything else is inserted.
 //!
 //! Poolers: every statement is unnamed (tokio-postgres's `*_typed` calls:
 //! parse, bind and execute in one round trip) and nothing relies on session
@@ -38,7 +41,7 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::config::{PgSecrets, Secret};
 use crate::sample::{STANDARD_ROLES, Sample};
-use crate::sinks::{Sink, SinkError};
+use crate::sinks::{Refusal, Sink, SinkError};
 
 /// The Postgres migrations, in order: (version, file name, SQL).
 const MIGRATIONS: &[(i32, &str, &str)] = &[(
@@ -521,19 +524,61 @@ impl Sink for PostgresSink {
         self.settings.batch_size
     }
 
+    /// Inserts the batch in one statement. When the database refuses it for
+    /// its data (SQLSTATE class 22 or 23), the batch is split in halves, and
+    /// those again, until each refused sample is alone: every other sample is
+    /// inserted, and only the refused ones are reported, each with its reason.
     async fn send(&mut self, batch: &[Sample]) -> Result<(), SinkError> {
+        let mut refused = vec![];
+        let mut statements = 0;
+        // Pieces still to insert, the next one last.
+        let mut pieces = vec![batch];
+        while let Some(piece) = pieces.pop() {
+            statements += 1;
+            match self.insert(piece).await? {
+                None => {}
+                Some(reason) if piece.len() == 1 => refused.push(Refusal {
+                    id: piece[0].id,
+                    reason,
+                }),
+                Some(_) => {
+                    let (first, second) = piece.split_at(piece.len() / 2);
+                    pieces.push(second);
+                    pieces.push(first);
+                }
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        warn!(
+            sink = "postgres",
+            refused = refused.len(),
+            batch = batch.len(),
+            statements,
+            "the database refused samples for their data"
+        );
+        Err(SinkError::RejectedSamples { refused })
+    }
+}
+
+impl PostgresSink {
+    /// One `INSERT … FROM UNNEST` of `piece`: `None` when it committed, the
+    /// database's reason when it refused the data (SQLSTATE class 22 or 23;
+    /// nothing of `piece` was inserted then), an error for everything else.
+    async fn insert(&mut self, piece: &[Sample]) -> Result<Option<String>, SinkError> {
         self.ensure_connected().await?;
         // Held here, not in `self`, while the statement runs: if the forwarder
         // drops this send (timeout, shutdown), the connection goes with it and
         // the guard cancels the statement on the server.
         let live = self.conn.take().expect("connected above");
         let guard = CancelOnDrop::new(&live);
-        let client = &live.client;
-        let c = Columns::from_batch(batch);
+        let c = Columns::from_batch(piece);
         // An unnamed statement (parse, bind and execute in one round trip), so
         // it works through PgBouncer in transaction mode, where a named
         // prepared statement may live on another server connection.
-        let result = client
+        let result = live
+            .client
             .execute_typed(
                 INSERT_SQL,
                 &[
@@ -562,23 +607,35 @@ impl Sink for PostgresSink {
             Ok(inserted) => {
                 debug!(
                     sink = "postgres",
-                    batch = batch.len(),
+                    batch = piece.len(),
                     inserted,
                     "batch committed"
                 );
                 self.conn = Some(live);
-                Ok(())
+                Ok(None)
             }
-            Err(e) => {
-                let err = classify(&e, &self.settings.describe());
-                if matches!(err, SinkError::Rejected { .. }) {
+            Err(e) => match e.code().filter(|c| is_data_error(c)) {
+                Some(code) => {
+                    // The statement failed on its own; the connection is fine.
                     self.conn = Some(live);
+                    Ok(Some(format!(
+                        "{} (SQLSTATE {})",
+                        error_text(&e),
+                        code.code()
+                    )))
                 }
-                // Otherwise start from a fresh connection next time.
-                Err(err)
-            }
+                // Start from a fresh connection next time.
+                None => Err(classify(&e, &self.settings.describe())),
+            },
         }
     }
+}
+
+/// SQLSTATE classes 22 (data exception: an untranslatable character, a value
+/// out of range) and 23 (integrity constraint violation: a `CHECK` a DBA
+/// added): the database refuses the data itself, so resending it cannot help.
+fn is_data_error(code: &SqlState) -> bool {
+    matches!(&code.code()[..2], "22" | "23")
 }
 
 /// Classifies a tokio-postgres error: connection trouble (including a reset,

@@ -6,6 +6,7 @@ mod logger;
 mod ops;
 mod pg;
 mod pg_hang;
+mod pg_quarantine;
 mod pg_tls;
 mod pgbouncer;
 mod postgres;
