@@ -123,15 +123,26 @@ fn run_times_out_cancels_and_resumes_when_the_lock_is_released() {
     l.ok(&["migrate"]);
     let lock = TableLock::take(&db);
     let mut child = l.spawn_run();
-    let timeouts = || {
+    let cancelled = || {
         std::fs::read_to_string(l.log_path())
             .unwrap_or_default()
-            .matches("no answer within")
+            .matches("cancelled the abandoned statement")
             .count()
     };
-    wait_until(Duration::from_secs(60), "three sends time out", || {
-        timeouts() >= 3
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "three sends time out and are cancelled",
+        || cancelled() >= 3,
+    );
+    let s = l.sink("postgres");
+    assert_eq!(s["last_error_class"], "transient", "{s}");
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within"),
+        "{s}"
+    );
     // each abandoned statement was cancelled: at most the one in flight waits
     wait_until(
         Duration::from_secs(20),
