@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::sinks::SinkName;
+
 /// hxlog: a store-and-forward data logger for heat exchangers.
 ///
 /// Samples four DS18B20 sensors (T1 hot inlet, T2 hot outlet, T3 cold inlet,
@@ -108,25 +110,6 @@ pub enum Command {
     },
     /// Create or update the PostgreSQL schema (also done automatically on first connect)
     Migrate,
-}
-
-/// A sink, by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SinkName {
-    /// PostgreSQL
-    Postgres,
-    /// Azure Web PubSub
-    Webpubsub,
-}
-
-impl SinkName {
-    /// The sink's cursor name in the outbox.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SinkName::Postgres => "postgres",
-            SinkName::Webpubsub => "webpubsub",
-        }
-    }
 }
 
 #[cfg(test)]

@@ -144,6 +144,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// The secrets file, for messages: its path, or how to set one.
+    pub fn secrets_file(&self) -> String {
+        match &self.secrets {
+            Some(p) => p.display().to_string(),
+            None => "secrets.json (set \"secrets\" in the config)".into(),
+        }
+    }
+
     /// Path of the SQLite outbox.
     pub fn outbox_path(&self) -> PathBuf {
         self.data_dir.join("outbox.sqlite")
@@ -359,7 +367,7 @@ pub fn load_devicenames(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
             );
         };
         let id = id.trim();
-        if !is_sensor_id(id) {
+        if crate::sensors::w1::parse_id(id).is_none() {
             bail!(
                 "device mapping {}: {role:?} maps to {id:?}, which is not a 1-Wire id (expected family-serial such as \"28-0316a2790a3f\"; `hxlog sensors` lists the ids on the bus)",
                 path.display()
@@ -377,17 +385,6 @@ pub fn load_devicenames(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         out.push((role, id.to_string()));
     }
     Ok(out)
-}
-
-/// True for `ff-xxxxxxxxxxxx` style 1-Wire ids (two hex digits, dash, hex serial).
-pub fn is_sensor_id(id: &str) -> bool {
-    let Some((family, serial)) = id.split_once('-') else {
-        return false;
-    };
-    family.len() == 2
-        && family.chars().all(|c| c.is_ascii_hexdigit())
-        && !serial.is_empty()
-        && serial.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// A secret string: `Debug` and `Display` print `<redacted>`.
@@ -469,8 +466,6 @@ pub struct PgSecrets {
 /// Everything in `secrets.json`. A sink is configured when its keys are present.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
-    /// The file read.
-    pub file: Option<PathBuf>,
     /// Postgres, when `PG_DB_HOST` is set.
     pub postgres: Option<PgSecrets>,
     /// The Web PubSub connection string, when set.
@@ -541,7 +536,6 @@ impl Secrets {
             .AZURE_WEBPUBSUB_CONNECTION_STRING
             .filter(|s| !s.expose().trim().is_empty());
         Ok(Secrets {
-            file: Some(path.to_path_buf()),
             postgres,
             webpubsub,
         })

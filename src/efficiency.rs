@@ -9,11 +9,10 @@
 //!   `ΔT1 = T1 − T4` and `ΔT2 = T2 − T3`; when `ΔT1 = ΔT2` the limit `ΔT1`.
 //!
 //! Undefined cases are `None` (JSON `null`, an empty CSV cell): never NaN or infinity.
-//! This module does no I/O.
+//! This module does no I/O and imports nothing of hxlog: [`crate::sample`]
+//! computes a sample's figures where it builds the sample.
 
 use serde::{Deserialize, Serialize};
-
-use crate::sample::Reading;
 
 /// The efficiency figures of one sample; each is `None` where undefined.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -70,18 +69,6 @@ impl Efficiency {
             effectiveness,
             lmtd,
         }
-    }
-
-    /// Computes the figures from readings with roles `T1`..`T4`; a missing
-    /// reading makes every figure that needs it `None`.
-    pub fn from_readings(readings: &[Reading]) -> Self {
-        let get = |role: &str| {
-            readings
-                .iter()
-                .find(|r| r.role == role)
-                .and_then(|r| r.celsius)
-        };
-        Self::compute(get("T1"), get("T2"), get("T3"), get("T4"))
     }
 }
 

@@ -91,9 +91,9 @@ pub enum Mode {
 /// Everything a forwarder loop needs besides its sink.
 #[derive(Clone)]
 pub struct ForwardOptions {
-    /// Follow or drain.
+    #[allow(missing_docs, reason = "documented on the type")]
     pub mode: Mode,
-    /// Backoff policy.
+    #[allow(missing_docs, reason = "documented on the type")]
     pub policy: RetryPolicy,
     /// Notified by the sampler after each committed sample.
     pub wake: Arc<Notify>,

@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod sampler;
 pub mod forward;
 pub mod sinks;
+pub mod output;
 pub mod cli;
 pub mod logging;
 pub mod notify;

@@ -6,7 +6,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = hxlog::cli::Cli::parse();
-    match hxlog::commands::run(cli) {
+    match hxlog::commands::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("hxlog: error: {e:#}");

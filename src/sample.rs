@@ -229,17 +229,20 @@ impl Sample {
         source: Source,
         readings: Vec<Reading>,
     ) -> Self {
-        let efficiency = Efficiency::from_readings(&readings);
         // The outbox and every sink keep microseconds: so does the sample.
         let taken_at = Timestamp::from_microsecond(taken_at.as_microsecond()).unwrap_or(taken_at);
-        Sample {
+        let mut sample = Sample {
             id: new_key(taken_at),
             device_id: device_id.into(),
             taken_at,
             source,
             readings,
-            efficiency,
-        }
+            efficiency: Efficiency::default(),
+        };
+        // A missing reading makes every figure that needs it `None`.
+        let [t1, t2, t3, t4] = STANDARD_ROLES.map(|role| sample.celsius(role));
+        sample.efficiency = Efficiency::compute(t1, t2, t3, t4);
+        sample
     }
 
     /// The reading for `role`, if the mapping has it.

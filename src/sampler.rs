@@ -44,11 +44,6 @@ impl Sampler {
         }
     }
 
-    /// Real or mock.
-    pub fn source(&self) -> Source {
-        self.source
-    }
-
     /// Reads every sensor once (on a blocking thread) and builds the sample.
     pub async fn read(&mut self) -> anyhow::Result<Sample> {
         let taken_at = Timestamp::now();

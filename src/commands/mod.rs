@@ -7,29 +7,31 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, SinkName};
-use crate::config::{Config, Secrets};
+use crate::cli::{Cli, Command};
+use crate::config::Config;
 use crate::outbox::{Outbox, SharedOutbox};
 use crate::sample::{STANDARD_ROLES, Source};
 use crate::sensors::Sensors;
-use crate::sinks::postgres::{PgSettings, PostgresSink};
-use crate::sinks::webpubsub::{ConnectionString, WebPubSubSettings, WebPubSubSink};
 
 mod export;
+mod migrate;
 mod replay;
 mod run;
+mod sample;
 mod sensors;
 mod simulate;
 mod status;
 
 /// Exit code when a sample or delivery could not be made (the error says why).
 pub const EXIT_FAILURE: u8 = 1;
-/// Exit code for configuration problems.
+/// Exit code of `replay` when no sink is configured, so there is nothing to
+/// replay to. Every other error, configuration errors included, exits with
+/// [`EXIT_FAILURE`].
 pub const EXIT_CONFIG: u8 = 2;
 
 /// Parses nothing, decides nothing: loads the config, sets up logging and runs
 /// the command on a tokio runtime.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     crate::logging::init(
         cli.log_format,
@@ -44,7 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         match cli.command {
             Command::Run => run::run(&config).await,
-            Command::Sample { json } => run::sample_once(&config, json).await,
+            Command::Sample { json } => sample::sample(&config, json).await,
             Command::Export {
                 since,
                 until,
@@ -56,20 +58,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 until,
                 sink,
                 give_up_after,
-            } => {
-                replay::replay(
-                    &config,
-                    since.as_deref(),
-                    until.as_deref(),
-                    sink,
-                    &give_up_after,
-                )
-                .await
-            }
+            } => match since {
+                None => replay::drain(&config, sink, &give_up_after).await,
+                Some(since) => {
+                    replay::resend(&config, &since, until.as_deref(), sink, &give_up_after).await
+                }
+            },
             Command::Status { json } => status::status(&config, json),
             Command::Sensors { json } => sensors::sensors(&config, json),
             Command::Simulate { count, interval } => simulate::simulate(&config, count, &interval),
-            Command::Migrate => replay::migrate(&config).await,
+            Command::Migrate => migrate::migrate(&config).await,
         }
     })
 }
@@ -83,7 +81,10 @@ fn open_outbox(config: &Config) -> anyhow::Result<Outbox> {
 /// that says how to write one.
 fn build_sensors(config: &Config) -> anyhow::Result<Sensors> {
     match config.effective_source() {
-        Source::Mock => Ok(Sensors::mock(&config.sensors, mock_seed(&config.device_id))),
+        Source::Mock => Ok(Sensors::mock(
+            &config.sensors,
+            crate::sensors::mock::seed(&config.device_id),
+        )),
         Source::W1 => {
             if config.sensors.mapping.is_empty() {
                 anyhow::bail!(
@@ -95,12 +96,6 @@ fn build_sensors(config: &Config) -> anyhow::Result<Sensors> {
     }
 }
 
-fn mock_seed(device_id: &str) -> u64 {
-    device_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
-}
-
 /// The roles of the export columns: the mapping's, else T1..T4.
 fn roles(config: &Config) -> Vec<String> {
     if config.sensors.mapping.is_empty() {
@@ -108,73 +103,6 @@ fn roles(config: &Config) -> Vec<String> {
     } else {
         config.sensors.roles()
     }
-}
-
-/// The sinks configured in `secrets.json`, optionally only one of them.
-#[derive(Default)]
-struct SinkSet {
-    postgres: Option<PostgresSink>,
-    webpubsub: Option<WebPubSubSink>,
-}
-
-impl SinkSet {
-    fn build(
-        config: &Config,
-        secrets: &Secrets,
-        only: Option<SinkName>,
-    ) -> anyhow::Result<SinkSet> {
-        let file = secrets
-            .file
-            .as_ref()
-            .map(|f| f.display().to_string())
-            .unwrap_or_else(|| "secrets.json".into());
-        let mut set = SinkSet::default();
-        if only.is_none_or(|s| s == SinkName::Postgres)
-            && let Some(pg) = &secrets.postgres
-        {
-            let settings = PgSettings::from_secrets(pg, config.postgres_batch_size)
-                .with_context(|| format!("secrets file {file}"))?;
-            set.postgres = Some(PostgresSink::new(settings));
-        }
-        if only.is_none_or(|s| s == SinkName::Webpubsub)
-            && let Some(conn) = &secrets.webpubsub
-        {
-            let conn = ConnectionString::parse(conn.expose()).map_err(|e| {
-                anyhow::anyhow!("secrets file {file}: AZURE_WEBPUBSUB_CONNECTION_STRING: {e}")
-            })?;
-            let settings = WebPubSubSettings {
-                hub: config.webpubsub_hub.clone(),
-                group: config.webpubsub_group.clone(),
-                timeout: config.webpubsub_timeout,
-            };
-            set.webpubsub =
-                Some(WebPubSubSink::new(conn, settings).context("Web PubSub settings")?);
-        }
-        Ok(set)
-    }
-
-    fn names(&self) -> Vec<&'static str> {
-        let mut v = vec![];
-        if self.postgres.is_some() {
-            v.push("postgres");
-        }
-        if self.webpubsub.is_some() {
-            v.push("webpubsub");
-        }
-        v
-    }
-}
-
-/// Names of the sinks configured (without building them), for `status` and pruning.
-fn configured_sink_names(secrets: &Secrets) -> Vec<&'static str> {
-    let mut v = vec![];
-    if secrets.postgres.is_some() {
-        v.push("postgres");
-    }
-    if secrets.webpubsub.is_some() {
-        v.push("webpubsub");
-    }
-    v
 }
 
 /// A second connection to the outbox for one forwarder.

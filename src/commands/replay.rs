@@ -1,171 +1,177 @@
-//! `hxlog replay` (drain everything pending now, or re-send a window) and
-//! `hxlog migrate` (apply the Postgres schema).
+//! `hxlog replay`: two paths, two functions. [`drain`] forwards everything
+//! pending now and exits; [`resend`] re-sends an already delivered window
+//! (`--since`), which the sinks' idempotency makes harmless.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::Timestamp;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::{EXIT_CONFIG, EXIT_FAILURE, SinkSet, forwarder_outbox};
-use crate::cli::SinkName;
+use super::{EXIT_CONFIG, EXIT_FAILURE, forwarder_outbox};
 use crate::config::{Config, Secrets};
 use crate::forward::{ForwardOptions, ForwardReport, Mode, forward, resend_window};
 use crate::outbox::Outbox;
-use crate::sinks::Sink;
-use crate::sinks::postgres::{PgSettings, migrate_now};
+use crate::sinks::{self, AnySink, Sink, SinkName};
 use crate::when::{parse_duration, parse_when};
 
-/// Forwards what is pending (or re-sends a window) to the configured sinks.
-pub async fn replay(
+/// Forwards what is pending to the configured sinks (only `only`, if given)
+/// and exits when it is delivered.
+pub async fn drain(
     config: &Config,
-    since: Option<&str>,
+    only: Option<SinkName>,
+    give_up_after: &str,
+) -> anyhow::Result<ExitCode> {
+    let give_up_after = parse_duration(give_up_after).context("--give-up-after")?;
+    let Some(sinks) = build_sinks(config, only)? else {
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    };
+    let outbox = Outbox::open_existing(&config.outbox_path())?;
+    let mut total = 0;
+    for sink in &sinks {
+        total += outbox.pending_count(sink.name())?;
+    }
+    drop(outbox);
+    let mut replay = Replay::start(config, total, give_up_after)?;
+    for sink in sinks {
+        let (outbox, opts) = (forwarder_outbox(config)?, replay.opts.clone());
+        replay
+            .tasks
+            .spawn(async move { (sink.name(), forward(sink, outbox, opts).await) });
+    }
+    replay.finish("delivered").await
+}
+
+/// Re-sends the samples taken in `[since, until)` to the configured sinks
+/// (only `only`, if given), whether or not they were delivered before.
+pub async fn resend(
+    config: &Config,
+    since: &str,
     until: Option<&str>,
     only: Option<SinkName>,
     give_up_after: &str,
 ) -> anyhow::Result<ExitCode> {
     let now = Timestamp::now();
-    let since = since
-        .map(|s| parse_when(s, now))
-        .transpose()
-        .context("--since")?;
+    let since = Some(parse_when(since, now).context("--since")?);
     let until = until
         .map(|u| parse_when(u, now))
         .transpose()
         .context("--until")?;
     let give_up_after = parse_duration(give_up_after).context("--give-up-after")?;
-    let secrets = Secrets::load(config.secrets.as_deref())?;
-    let sinks = SinkSet::build(config, &secrets, only)?;
-    if sinks.names().is_empty() {
-        eprintln!(
-            "hxlog: no sink configured{}: add PG_DB_* or AZURE_WEBPUBSUB_CONNECTION_STRING to {}",
-            only.map(|s| format!(" for {}", s.as_str()))
-                .unwrap_or_default(),
-            config
-                .secrets
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "secrets.json (set \"secrets\" in the config)".into())
-        );
+    let Some(sinks) = build_sinks(config, only)? else {
         return Ok(ExitCode::from(EXIT_CONFIG));
-    }
+    };
     let outbox = Outbox::open_existing(&config.outbox_path())?;
-    let mut total = 0u64;
-    for name in sinks.names() {
-        total += match since {
-            None => outbox.pending_count(name)?,
-            Some(_) => {
-                let mut n = 0;
-                outbox.for_each_in_window(since, until, |_| {
-                    n += 1;
-                    Ok(())
-                })?;
-                n
-            }
-        };
-    }
+    let window = outbox.for_each_in_window(since, until, |_| Ok(()))?;
     drop(outbox);
-    let progress = progress_bar(total);
-    let shutdown = CancellationToken::new();
-    super::spawn_signal_handler(shutdown.clone())?;
-    let mut tasks: JoinSet<(&'static str, anyhow::Result<ForwardReport>)> = JoinSet::new();
-    let mut opts = ForwardOptions::new(Mode::Drain { give_up_after }, config.retry_max, shutdown);
-    opts.send_timeout = config.send_timeout;
-    opts.on_progress = Some({
-        let p = progress.clone();
-        let step = (total / 20).max(1000);
-        Arc::new(move |n| {
-            let before = p.position();
-            p.inc(n);
-            if p.is_hidden() && (before / step != p.position() / step || p.position() >= total) {
-                info!(done = p.position(), total, "replay progress");
-            }
-        })
-    });
-    if let Some(pg) = sinks.postgres {
-        spawn(
-            &mut tasks,
-            pg,
-            forwarder_outbox(config)?,
-            opts.clone(),
-            since,
-            until,
-        );
+    let mut replay = Replay::start(config, window * sinks.len() as u64, give_up_after)?;
+    for sink in sinks {
+        let (outbox, opts) = (forwarder_outbox(config)?, replay.opts.clone());
+        replay.tasks.spawn(async move {
+            let name = sink.name();
+            (name, resend_window(sink, outbox, since, until, opts).await)
+        });
     }
-    if let Some(wps) = sinks.webpubsub {
-        spawn(
-            &mut tasks,
-            wps,
-            forwarder_outbox(config)?,
-            opts.clone(),
-            since,
-            until,
-        );
-    }
-    let mut failed = vec![];
-    while let Some(joined) = tasks.join_next().await {
-        let (name, result) = joined.context("replay task panicked")?;
-        match result {
-            Ok(r) if r.interrupted => {
-                failed.push(format!("{name}: interrupted after {} samples", r.delivered))
-            }
-            Ok(r) => {
-                progress.println(format!(
-                    "{name}: {} {} samples{}",
-                    if since.is_some() {
-                        "re-sent"
-                    } else {
-                        "delivered"
-                    },
-                    r.delivered,
-                    if r.rejected > 0 {
-                        format!(", {} refused by the sink (recorded)", r.rejected)
-                    } else {
-                        String::new()
-                    }
-                ));
-                info!(
-                    sink = name,
-                    delivered = r.delivered,
-                    rejected = r.rejected,
-                    "replay finished"
-                );
-            }
-            Err(e) => failed.push(format!("{name}: {e:#}")),
-        }
-    }
-    progress.finish_and_clear();
-    if failed.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        for f in &failed {
-            eprintln!("hxlog: replay failed: {f}");
-        }
-        Ok(ExitCode::from(EXIT_FAILURE))
-    }
+    replay.finish("re-sent").await
 }
 
-fn spawn<S: Sink>(
-    tasks: &mut JoinSet<(&'static str, anyhow::Result<ForwardReport>)>,
-    sink: S,
-    outbox: crate::outbox::SharedOutbox,
+/// The sinks to replay to; `None` (after saying what to configure) when there are none.
+fn build_sinks(config: &Config, only: Option<SinkName>) -> anyhow::Result<Option<Vec<AnySink>>> {
+    let secrets = Secrets::load(config.secrets.as_deref())?;
+    let sinks = sinks::build(config, &secrets, only).all_or_first_error()?;
+    if sinks.is_empty() {
+        eprintln!(
+            "hxlog: no sink configured{}: add PG_DB_* or AZURE_WEBPUBSUB_CONNECTION_STRING to {}",
+            only.map(|s| format!(" for {s}")).unwrap_or_default(),
+            config.secrets_file()
+        );
+        return Ok(None);
+    }
+    Ok(Some(sinks))
+}
+
+/// One forwarder task per sink, a shared progress bar, and the report at the end.
+struct Replay {
+    progress: ProgressBar,
     opts: ForwardOptions,
-    since: Option<Timestamp>,
-    until: Option<Timestamp>,
-) {
-    let name = sink.name();
-    tasks.spawn(async move {
-        let r = match since {
-            None => forward(sink, outbox, opts).await,
-            Some(_) => resend_window(sink, outbox, since, until, opts).await,
-        };
-        (name, r)
-    });
+    tasks: JoinSet<(&'static str, anyhow::Result<ForwardReport>)>,
+}
+
+impl Replay {
+    /// Listens for signals and prepares the options of every forwarder:
+    /// drain mode, and progress over `total` samples.
+    fn start(config: &Config, total: u64, give_up_after: Duration) -> anyhow::Result<Replay> {
+        let progress = progress_bar(total);
+        let shutdown = CancellationToken::new();
+        super::spawn_signal_handler(shutdown.clone())?;
+        let mut opts =
+            ForwardOptions::new(Mode::Drain { give_up_after }, config.retry_max, shutdown);
+        opts.send_timeout = config.send_timeout;
+        opts.on_progress = Some({
+            let p = progress.clone();
+            let step = (total / 20).max(1000);
+            Arc::new(move |n| {
+                let before = p.position();
+                p.inc(n);
+                if p.is_hidden() && (before / step != p.position() / step || p.position() >= total)
+                {
+                    info!(done = p.position(), total, "replay progress");
+                }
+            })
+        });
+        Ok(Replay {
+            progress,
+            opts,
+            tasks: JoinSet::new(),
+        })
+    }
+
+    /// Waits for every forwarder and reports each sink's outcome (`verb`:
+    /// what was done to the samples); fails when any sink did not finish.
+    async fn finish(mut self, verb: &str) -> anyhow::Result<ExitCode> {
+        let mut failed = vec![];
+        while let Some(joined) = self.tasks.join_next().await {
+            let (name, result) = joined.context("replay task panicked")?;
+            match result {
+                Ok(r) if r.interrupted => {
+                    failed.push(format!("{name}: interrupted after {} samples", r.delivered))
+                }
+                Ok(r) => {
+                    self.progress.println(format!(
+                        "{name}: {verb} {} samples{}",
+                        r.delivered,
+                        if r.rejected > 0 {
+                            format!(", {} refused by the sink (recorded)", r.rejected)
+                        } else {
+                            String::new()
+                        }
+                    ));
+                    info!(
+                        sink = name,
+                        delivered = r.delivered,
+                        rejected = r.rejected,
+                        "replay finished"
+                    );
+                }
+                Err(e) => failed.push(format!("{name}: {e:#}")),
+            }
+        }
+        self.progress.finish_and_clear();
+        if failed.is_empty() {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            for f in &failed {
+                eprintln!("hxlog: replay failed: {f}");
+            }
+            Ok(ExitCode::from(EXIT_FAILURE))
+        }
+    }
 }
 
 /// A progress bar on a terminal; hidden otherwise (log lines report instead).
@@ -183,27 +189,4 @@ fn progress_bar(total: u64) -> ProgressBar {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     pb
-}
-
-/// Creates or updates the Postgres schema.
-pub async fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
-    let secrets = Secrets::load(config.secrets.as_deref())?;
-    let Some(pg) = &secrets.postgres else {
-        bail!(
-            "no Postgres configured: set PG_DB_HOST, PG_DB_NAME and PG_DB_USER in {}",
-            config
-                .secrets
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "secrets.json".into())
-        );
-    };
-    let settings = PgSettings::from_secrets(pg, config.postgres_batch_size)?;
-    let applied = migrate_now(&settings).await?;
-    if applied.is_empty() {
-        println!("schema of {} is up to date", settings.describe());
-    } else {
-        println!("applied {} to {}", applied.join(", "), settings.describe());
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,4 @@
-//! `hxlog run` (sample and forward until stopped) and `hxlog sample` (one sample).
+//! `hxlog run`: sample and forward until stopped (the systemd service).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,13 +7,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{SinkSet, build_sensors, forwarder_outbox, open_outbox, spawn_signal_handler};
+use super::{build_sensors, forwarder_outbox, open_outbox, spawn_signal_handler};
 use crate::config::{Config, Secrets};
 use crate::forward::{ForwardOptions, Mode, forward};
 use crate::outbox::{Outbox, SharedOutbox};
 use crate::sample::Source;
-use crate::sampler::{LoopOptions, Sampler, run_loop, summary};
+use crate::sampler::{LoopOptions, Sampler, run_loop};
 use crate::sensors::Sensors;
+use crate::sinks::{self, Sink};
 
 /// Samples every interval and forwards to every configured sink until SIGTERM/Ctrl-C.
 pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
@@ -21,12 +22,12 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
     let secrets = Secrets::load(config.secrets.as_deref())?;
-    let sinks = SinkSet::build(config, &secrets, None)?;
+    let sinks = sinks::build(config, &secrets, None).all_or_first_error()?;
     let outbox = open_outbox(config)?;
     let sensors = build_sensors(config)?;
     check_sources(&outbox, sensors.source());
     log_bus(config, &sensors);
-    let sink_names = sinks.names();
+    let sink_names: Vec<&'static str> = sinks.iter().map(|s| s.name()).collect();
     info!(
         device_id = %config.device_id,
         source = %sensors.source(),
@@ -50,11 +51,8 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         wakes.push(opts.wake.clone());
         opts
     };
-    if let Some(pg) = sinks.postgres {
-        tasks.spawn(forward(pg, forwarder_outbox(config)?, follow()));
-    }
-    if let Some(wps) = sinks.webpubsub {
-        tasks.spawn(forward(wps, forwarder_outbox(config)?, follow()));
+    for sink in sinks {
+        tasks.spawn(forward(sink, forwarder_outbox(config)?, follow()));
     }
 
     let sampler = Sampler::new(sensors, config.device_id.clone(), SharedOutbox::new(outbox));
@@ -91,32 +89,9 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Takes exactly one sample, commits it and prints it.
-pub async fn sample_once(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let outbox = open_outbox(config)?;
-    let sensors = build_sensors(config)?;
-    check_sources(&outbox, sensors.source());
-    log_bus(config, &sensors);
-    let mut sampler = Sampler::new(sensors, config.device_id.clone(), SharedOutbox::new(outbox));
-    let sample = sampler.read().await?;
-    let seq = sampler.write(sample.clone()).await?;
-    if json {
-        let stored = crate::outbox::Stored { seq, sample };
-        println!("{}", super::export::sample_json(&stored));
-    } else {
-        println!(
-            "{} {} {}",
-            sample.taken_at,
-            sample.device_id,
-            summary(&sample)
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Warns when this run's source differs from the outbox's newest sample (mock
 /// and real data are never mixed silently).
-fn check_sources(outbox: &Outbox, now: Source) {
+pub(super) fn check_sources(outbox: &Outbox, now: Source) {
     if let Ok(Some(last)) = outbox.last()
         && last.sample.source != now
     {
@@ -132,7 +107,7 @@ fn check_sources(outbox: &Outbox, now: Source) {
 
 /// Logs what the bus looks like at start: missing mapped sensors, phantom
 /// devices, parasite power.
-fn log_bus(config: &Config, sensors: &Sensors) {
+pub(super) fn log_bus(config: &Config, sensors: &Sensors) {
     let Sensors::W1(bus) = sensors else {
         let why = match config.sensor_source {
             crate::config::SensorSource::Auto => format!(

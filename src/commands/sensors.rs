@@ -36,22 +36,8 @@ pub fn sensors(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
     let scan = bus
         .scan()
         .with_context(|| format!("cannot list {}", root.display()))?;
-    // Read all sensors at once: each conversion takes 750 ms.
-    let readings: Vec<_> = std::thread::scope(|scope| {
-        let handles: Vec<_> = scan
-            .sensors
-            .iter()
-            .map(|s| scope.spawn(|| bus.read_sensor(&s.id)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err((crate::sample::Quality::ReadError, "reader panicked".into()))
-                })
-            })
-            .collect()
-    });
+    let ids: Vec<&str> = scan.sensors.iter().map(|s| s.id.as_str()).collect();
+    let readings = bus.read_sensors(&ids);
     if as_json {
         let list: Vec<_> = scan
             .sensors

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use jiff::{SignedDuration, Timestamp};
 
-use super::{mock_seed, open_outbox};
+use super::open_outbox;
 use crate::config::Config;
 use crate::sample::{Sample, Source};
 use crate::sensors::mock::MockExchanger;
@@ -29,7 +29,7 @@ pub fn simulate(config: &Config, count: u64, interval: &str) -> anyhow::Result<E
         .context("--count × --interval reaches too far back")?;
     let mut outbox = open_outbox(config)?;
     let roles = super::roles(config);
-    let mut mock = MockExchanger::new(roles, mock_seed(&config.device_id));
+    let mut mock = MockExchanger::new(roles, crate::sensors::mock::seed(&config.device_id));
     let mut written = 0u64;
     let mut chunk = Vec::with_capacity(CHUNK.min(count) as usize);
     while written < count {

@@ -6,15 +6,19 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::json;
 
-use super::{configured_sink_names, human};
+use super::human;
 use crate::config::{Config, Secrets};
 use crate::outbox::{Outbox, OutboxStatus, SinkState};
 use crate::sample::Quality;
+use crate::sinks::{self, SinkName};
 
 /// Prints the status as text or JSON.
 pub fn status(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
     let secrets = Secrets::load(config.secrets.as_deref())?;
-    let sinks = configured_sink_names(&secrets);
+    let sinks: Vec<&str> = sinks::configured(&secrets)
+        .into_iter()
+        .map(SinkName::as_str)
+        .collect();
     let path = config.outbox_path();
     if !path.exists() {
         if as_json {
@@ -54,15 +58,7 @@ pub fn status(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
     let last = outbox.last()?;
     let bus_trouble = bus_trouble(config);
     if as_json {
-        let sensors = last.as_ref().map(|l| {
-            json!({
-                "taken_at": l.sample.taken_at.to_string(),
-                "source": l.sample.source,
-                "mock": l.sample.source == crate::sample::Source::Mock,
-                "readings": l.sample.readings,
-                "efficiency": l.sample.efficiency,
-            })
-        });
+        let sensors = last.as_ref().map(crate::output::sample_json);
         let out = json!({
             "device_id": config.device_id,
             "source": config.effective_source(),

@@ -495,7 +495,7 @@ impl Outbox {
 impl Outbox {
     /// Caps the file at `pages` pages (SQLite's `max_page_count`), so tests can
     /// see what a full disk does.
-    #[doc(hidden)]
+    #[cfg(test)]
     pub fn limit_pages_for_tests(&self, pages: u64) -> anyhow::Result<()> {
         self.conn
             .pragma_update(None, "max_page_count", pages as i64)?;
@@ -504,7 +504,7 @@ impl Outbox {
 
     /// Makes every write on this connection fail (`query_only`), so tests can
     /// see what an outbox that cannot record anything does.
-    #[doc(hidden)]
+    #[cfg(test)]
     pub fn set_read_only_for_tests(&self, read_only: bool) -> anyhow::Result<()> {
         self.conn.pragma_update(None, "query_only", read_only)?;
         Ok(())

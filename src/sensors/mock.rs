@@ -139,7 +139,13 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// FNV-1a, to turn a role name into a hash input.
+/// The seed of a device's simulated exchanger: the same device id always
+/// simulates the same exchanger.
+pub fn seed(device_id: &str) -> u64 {
+    fnv1a(device_id.as_bytes())
+}
+
+/// FNV-1a, to turn a name into a hash input.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)

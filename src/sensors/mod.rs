@@ -116,14 +116,6 @@ impl Sensors {
             Sensors::Mock(mock) => mock.read_cycle(),
         }
     }
-
-    /// Roles in the order [`Sensors::read_cycle`] returns them.
-    pub fn roles(&self) -> Vec<String> {
-        match self {
-            Sensors::W1(bus) => bus.roles(),
-            Sensors::Mock(mock) => mock.roles().to_vec(),
-        }
-    }
 }
 
 /// The standard roles T1..T4 as owned strings (the mock's default mapping).
@@ -145,13 +137,17 @@ mod tests {
         };
         let mut mock = Sensors::mock(&settings, 7);
         assert_eq!(mock.source(), Source::Mock);
-        assert_eq!(mock.roles(), expected_roles, "mock roles for {mapping:?}");
         let got: Vec<String> = mock.read_cycle().into_iter().map(|r| r.role).collect();
         assert_eq!(got, expected_roles, "mock read_cycle roles for {mapping:?}");
         if !mapping.is_empty() {
-            let w1 = Sensors::w1(&settings);
+            // no bus at w1_root: every mapped role is a missing reading, in mapping order
+            let mut w1 = Sensors::w1(&SensorSettings {
+                w1_root: std::env::temp_dir().join("hxlog-no-w1-bus-here"),
+                ..settings
+            });
             assert_eq!(w1.source(), Source::W1);
-            assert_eq!(w1.roles(), expected_roles, "w1 roles for {mapping:?}");
+            let got: Vec<String> = w1.read_cycle().into_iter().map(|r| r.role).collect();
+            assert_eq!(got, expected_roles, "w1 read_cycle roles for {mapping:?}");
         }
     }
 

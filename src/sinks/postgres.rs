@@ -39,9 +39,9 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
 use tracing::{debug, info, instrument, warn};
 
-use crate::config::{PgSecrets, Secret};
+use crate::config::{Config, PgSecrets, Secret, Secrets};
 use crate::sample::{STANDARD_ROLES, Sample};
-use crate::sinks::{Refusal, Sink, SinkError};
+use crate::sinks::{Refusal, Sink, SinkError, SinkName};
 
 /// The Postgres migrations, in order: (version, file name, SQL).
 const MIGRATIONS: &[(i32, &str, &str)] = &[(
@@ -125,24 +125,21 @@ pub fn is_local(host: &str) -> bool {
             .unwrap_or(false)
 }
 
-/// Resolved connection settings.
+/// Resolved connection settings: libpq's parameters, validated.
 #[derive(Debug, Clone)]
+#[allow(missing_docs, reason = "the fields are libpq's connection parameters")]
 pub struct PgSettings {
-    /// Host, IP or Unix socket folder.
+    /// Host name, IP address, or the folder of a Unix socket.
     pub host: String,
-    /// Port.
     pub port: u16,
-    /// Database.
     pub dbname: String,
-    /// User.
     pub user: String,
-    /// Password (redacted in Debug).
+    /// Redacted in `Debug`.
     pub password: Secret,
-    /// TLS mode.
     pub sslmode: SslMode,
-    /// Extra trusted root certificates (PEM).
+    /// Trusted root certificates (PEM, every one in the file), instead of the
+    /// system's, as in libpq.
     pub sslrootcert: Option<PathBuf>,
-    /// Connect timeout.
     pub connect_timeout: Duration,
     /// Largest batch per statement.
     pub batch_size: usize,
@@ -162,6 +159,16 @@ impl PgSettings {
             connect_timeout: Duration::from_secs(10),
             batch_size,
         })
+    }
+
+    /// The settings `config` and `secrets` give: `None` when Postgres is not
+    /// configured (no `PG_DB_HOST`).
+    pub fn from_config(config: &Config, secrets: &Secrets) -> Option<anyhow::Result<PgSettings>> {
+        let pg = secrets.postgres.as_ref()?;
+        Some(
+            PgSettings::from_secrets(pg, config.postgres_batch_size)
+                .with_context(|| format!("secrets file {}", config.secrets_file())),
+        )
     }
 
     /// `user@host:port/dbname (sslmode)`, safe to log.
@@ -496,6 +503,11 @@ impl PostgresSink {
         }
     }
 
+    /// The sink `config` and `secrets` configure, `None` when they configure none.
+    pub fn from_config(config: &Config, secrets: &Secrets) -> Option<anyhow::Result<Self>> {
+        Some(PgSettings::from_config(config, secrets)?.map(PostgresSink::new))
+    }
+
     async fn ensure_connected(&mut self) -> Result<(), SinkError> {
         if self.conn.as_ref().is_some_and(|c| !c.client.is_closed()) {
             return Ok(());
@@ -517,7 +529,7 @@ impl PostgresSink {
 
 impl Sink for PostgresSink {
     fn name(&self) -> &'static str {
-        "postgres"
+        SinkName::Postgres.as_str()
     }
 
     fn max_batch(&self) -> usize {
@@ -701,16 +713,7 @@ fn certificate_rejected(e: &tokio_postgres::Error) -> bool {
 fn error_text(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => db.message().to_string(),
-        None => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(inner) = src {
-                s.push_str(": ");
-                s.push_str(&inner.to_string());
-                src = inner.source();
-            }
-            s
-        }
+        None => super::error_chain(e),
     }
 }
 

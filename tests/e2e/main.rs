@@ -14,3 +14,4 @@ mod proxy;
 mod service;
 mod webpubsub;
 mod wps_server;
+mod wps_sink;

@@ -1,0 +1,32 @@
+//! `hxlog sample`: take one sample, commit it to the outbox and print it.
+
+use std::process::ExitCode;
+
+use super::run::{check_sources, log_bus};
+use super::{build_sensors, open_outbox};
+use crate::config::Config;
+use crate::outbox::SharedOutbox;
+use crate::sampler::{Sampler, summary};
+
+/// Takes exactly one sample, commits it and prints it.
+pub async fn sample(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let outbox = open_outbox(config)?;
+    let sensors = build_sensors(config)?;
+    check_sources(&outbox, sensors.source());
+    log_bus(config, &sensors);
+    let mut sampler = Sampler::new(sensors, config.device_id.clone(), SharedOutbox::new(outbox));
+    let sample = sampler.read().await?;
+    let seq = sampler.write(sample.clone()).await?;
+    if json {
+        let stored = crate::outbox::Stored { seq, sample };
+        println!("{}", crate::output::sample_json(&stored));
+    } else {
+        println!(
+            "{} {} {}",
+            sample.taken_at,
+            sample.device_id,
+            summary(&sample)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

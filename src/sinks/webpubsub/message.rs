@@ -1,0 +1,125 @@
+//! The message schema (see the parent module's documentation) and packing a
+//! batch into messages of at most a given size.
+
+use serde::Serialize;
+use serde::ser::SerializeMap;
+
+use crate::efficiency::Efficiency;
+use crate::sample::{Reading, Sample, Source};
+
+/// The `type` of every message.
+pub const MESSAGE_TYPE: &str = "hxlog.samples";
+
+/// The schema `version` of every message.
+pub const MESSAGE_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    version: u32,
+    samples: &'a [WireSample<'a>],
+}
+
+#[derive(Serialize)]
+struct WireSample<'a> {
+    id: String,
+    device_id: &'a str,
+    taken_at: String,
+    source: Source,
+    mock: bool,
+    readings: WireReadings<'a>,
+    efficiency: &'a Efficiency,
+}
+
+/// The readings as a JSON object keyed by role, in mapping order.
+struct WireReadings<'a>(&'a [Reading]);
+
+#[derive(Serialize)]
+struct WireReading<'a> {
+    celsius: Option<f64>,
+    quality: crate::sample::Quality,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+impl Serialize for WireReadings<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for r in self.0 {
+            let wire = WireReading {
+                celsius: r
+                    .celsius
+                    .filter(|_| r.quality == crate::sample::Quality::Ok),
+                quality: r.quality,
+                reason: r.reason.as_deref(),
+            };
+            map.serialize_entry(&r.role, &wire)?;
+        }
+        map.end()
+    }
+}
+
+impl<'a> WireSample<'a> {
+    fn new(s: &'a Sample) -> Self {
+        WireSample {
+            id: s.id.to_string(),
+            device_id: &s.device_id,
+            taken_at: s.taken_at.to_string(),
+            source: s.source,
+            mock: s.source == Source::Mock,
+            readings: WireReadings(&s.readings),
+            efficiency: &s.efficiency,
+        }
+    }
+}
+
+/// Encodes `batch` as messages (JSON bodies) of at most `max_bytes` each,
+/// keeping the samples in order and each sample in exactly one message.
+///
+/// A sample too big to fit in `max_bytes` on its own still gets a message of
+/// its own (the service decides whether to refuse it). An empty batch gives no
+/// messages.
+///
+/// ```
+/// use hxlog::sample::{Reading, Sample, Source};
+/// use hxlog::sinks::webpubsub::encode_messages;
+/// let s = Sample::new("hx-01", jiff::Timestamp::UNIX_EPOCH, Source::Mock,
+///     vec![Reading::ok("T1", None, 61.25)]);
+/// let messages = encode_messages(&[s], 256 * 1024);
+/// let v: serde_json::Value = serde_json::from_slice(&messages[0]).unwrap();
+/// assert_eq!(v["type"], "hxlog.samples");
+/// assert_eq!(v["samples"][0]["mock"], true);
+/// assert_eq!(v["samples"][0]["readings"]["T1"]["celsius"], 61.25);
+/// ```
+pub fn encode_messages(batch: &[Sample], max_bytes: usize) -> Vec<Vec<u8>> {
+    let wire: Vec<WireSample<'_>> = batch.iter().map(WireSample::new).collect();
+    let envelope = |samples: &[WireSample<'_>]| {
+        serde_json::to_vec(&Envelope {
+            kind: MESSAGE_TYPE,
+            version: MESSAGE_VERSION,
+            samples,
+        })
+        .expect("a message of plain strings, numbers and maps always serializes")
+    };
+    // Size of the envelope around an empty array, and of each sample: a message
+    // of n samples is overhead + their sizes + (n - 1) commas.
+    let overhead = envelope(&[]).len();
+    let sizes: Vec<usize> = wire
+        .iter()
+        .map(|w| serde_json::to_vec(w).map_or(0, |v| v.len()))
+        .collect();
+    let mut messages = Vec::new();
+    let mut start = 0;
+    while start < wire.len() {
+        let mut end = start + 1;
+        let mut len = overhead + sizes[start];
+        while end < wire.len() && len + 1 + sizes[end] <= max_bytes {
+            len += 1 + sizes[end];
+            end += 1;
+        }
+        messages.push(envelope(&wire[start..end]));
+        start = end;
+    }
+    messages
+}

@@ -1,0 +1,376 @@
+//! The Azure Web PubSub sink: publishes samples as JSON messages to a hub (or
+//! one group of a hub) through the service's REST API.
+//!
+//! This module owns the Web PubSub wire protocol: parsing the connection
+//! string, minting the access token, the message schema, splitting a batch into
+//! messages and classifying the service's answers into [`SinkError`]s. It is the
+//! only user of `reqwest` and `jsonwebtoken`. It must not see the outbox or
+//! decide about retries: the forwarder does that from the error class alone.
+//! It never logs, prints or returns the access key or a token.
+//!
+//! # Requests
+//!
+//! `POST {endpoint}[:port]/api/hubs/{hub}/:send?api-version=2024-12-01` (to
+//! every connection of the hub) or
+//! `POST {endpoint}[:port]/api/hubs/{hub}/groups/{group}/:send?api-version=2024-12-01`,
+//! `Content-Type: application/json`, `Authorization: Bearer <JWT>`. The token is
+//! HS256-signed with the UTF-8 bytes of the access key, header
+//! `{"alg":"HS256","typ":"JWT"}`, claims `{"aud":<the exact request URL>,"exp":<now + 60 s>}`
+//! (what the official Python SDK sends). Any 2xx is success.
+//!
+//! | answer | class |
+//! |---|---|
+//! | 2xx | delivered |
+//! | 429, 5xx, connection refused/reset, timeout | [`SinkError::Transient`] (with `Retry-After`) |
+//! | 400, 413 | [`SinkError::Rejected`]: this message can never be accepted |
+//! | 401, 403, other 4xx, 3xx | [`SinkError::Permanent`]: a human must fix the key or config |
+//!
+//! # Message schema
+//!
+//! Every message is one JSON object of type `hxlog.samples`, version 1, holding
+//! one or more samples, oldest first. In steady state a message holds one
+//! sample; when catching up after an outage the samples of a batch are packed
+//! into as few messages as fit in [`MAX_MESSAGE_BYTES`] each. Delivery is at
+//! least once: a subscriber must deduplicate on `id`.
+//!
+//! ```json
+//! {
+//!   "type": "hxlog.samples",
+//!   "version": 1,
+//!   "samples": [
+//!     {
+//!       "id": "019ac9e2-3c00-7d4e-9f3a-2b1c0d9e8f70",
+//!       "device_id": "hx-01",
+//!       "taken_at": "2026-11-28T10:00:00Z",
+//!       "source": "w1",
+//!       "mock": false,
+//!       "readings": {
+//!         "T1": {"celsius": 61.25, "quality": "ok"},
+//!         "T2": {"celsius": null, "quality": "crc_no", "reason": "kernel reported crc=.. NO"},
+//!         "T3": {"celsius": 18.5, "quality": "ok"},
+//!         "T4": {"celsius": 40.0, "quality": "ok"}
+//!       },
+//!       "efficiency": {
+//!         "hot_effectiveness": null,
+//!         "cold_effectiveness": 0.5029239766081871,
+//!         "effectiveness": null,
+//!         "lmtd": null
+//!       }
+//!     }
+//!   ]
+//! }
+//! ```
+//!
+//! * `id`: the sample's UUIDv7, unique across devices and restarts; the dedup key.
+//! * `taken_at`: RFC 3339, UTC.
+//! * `source`: `w1` (real sensors) or `mock` (simulated); `mock` is `true`
+//!   exactly when `source` is `mock`, so simulated data is visibly marked.
+//! * `readings`: one entry per mapped role, in mapping order. `celsius` is a
+//!   number when `quality` is `ok` and `null` otherwise; `reason` is present
+//!   only for a missing reading.
+//! * `efficiency`: fractions (0.5, not 50) and the LMTD in kelvin; `null` where undefined.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::Context;
+use jiff::Timestamp;
+use tracing::debug;
+
+use crate::config::{Config, Secret, Secrets};
+use crate::sample::Sample;
+use crate::sinks::{Sink, SinkError, SinkName};
+
+mod classify;
+mod clock;
+mod connection_string;
+mod message;
+mod token;
+#[cfg(test)]
+mod tests;
+
+use classify::{classify_status, classify_transport, parse_http_date};
+use clock::clock_hint;
+pub use clock::{ClockState, system_clock_state};
+pub use connection_string::{ConnectionString, ConnectionStringError};
+pub use message::{MESSAGE_TYPE, MESSAGE_VERSION, encode_messages};
+pub use token::TOKEN_LIFETIME;
+use token::mint_token;
+
+/// The REST API version every request names (`?api-version=`).
+pub const API_VERSION: &str = "2024-12-01";
+
+/// The hub used when the config names none.
+pub const DEFAULT_HUB: &str = "heatexchanger";
+
+/// The per-request timeout used when the config names none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest message body this sink sends, well under the service's 1 MB limit.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// The largest batch [`WebPubSubSink::send`] accepts from the forwarder.
+pub const MAX_BATCH: usize = 500;
+
+/// The longest group name the service accepts.
+pub const MAX_GROUP_LEN: usize = 1024;
+
+/// Checks a hub name the way the service does: letters, digits and `_`,
+/// starting with a letter.
+pub fn validate_hub(hub: &str) -> Result<(), String> {
+    if !hub.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(format!(
+            "Web PubSub hub {hub:?} must start with a letter (letters, digits and _ only)"
+        ));
+    }
+    if !hub.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "Web PubSub hub {hub:?} may contain only letters, digits and _"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a group name the way the service does: 1 to 1024 letters, digits and `_`.
+pub fn validate_group(group: &str) -> Result<(), String> {
+    if group.is_empty() || group.len() > MAX_GROUP_LEN {
+        return Err(format!(
+            "Web PubSub group name must be 1 to {MAX_GROUP_LEN} characters long (it is {})",
+            group.len()
+        ));
+    }
+    if !group.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "Web PubSub group {group:?} may contain only letters, digits and _"
+        ));
+    }
+    Ok(())
+}
+
+/// The resolved Web PubSub settings from the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebPubSubSettings {
+    /// The hub to publish to (`webpubsub_hub`, default [`DEFAULT_HUB`]).
+    pub hub: String,
+    /// Publish only to this group of the hub (`webpubsub_group`), or to every
+    /// connection of the hub when `None`.
+    pub group: Option<String>,
+    /// How long one request may take, connecting included (default [`DEFAULT_TIMEOUT`]).
+    pub timeout: Duration,
+}
+
+impl Default for WebPubSubSettings {
+    fn default() -> Self {
+        WebPubSubSettings {
+            hub: DEFAULT_HUB.to_string(),
+            group: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Publishes samples to Azure Web PubSub. See the module documentation.
+pub struct WebPubSubSink {
+    client: reqwest::Client,
+    url: String,
+    key: Secret,
+    timeout: Duration,
+    max_message_bytes: usize,
+    clock_state: fn() -> ClockState,
+}
+
+impl fmt::Debug for WebPubSubSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebPubSubSink")
+            .field("url", &self.url)
+            .field("key", &self.key)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebPubSubSink {
+    /// Builds the sink: validates the hub and group names and builds the HTTP
+    /// client. Does no network I/O.
+    pub fn new(conn: ConnectionString, settings: WebPubSubSettings) -> anyhow::Result<Self> {
+        validate_hub(&settings.hub).map_err(anyhow::Error::msg)?;
+        if let Some(group) = &settings.group {
+            validate_group(group).map_err(anyhow::Error::msg)?;
+        }
+        if settings.timeout.is_zero() {
+            anyhow::bail!("the Web PubSub request timeout must be more than zero");
+        }
+        let mut url = conn.base_url()?;
+        let path = match &settings.group {
+            None => format!("/api/hubs/{}/:send", settings.hub),
+            Some(g) => format!("/api/hubs/{}/groups/{g}/:send", settings.hub),
+        };
+        url.set_path(&path);
+        url.set_query(Some(&format!("api-version={API_VERSION}")));
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot build the Web PubSub HTTP client: {e}"))?;
+        Ok(WebPubSubSink {
+            client,
+            url: url.to_string(),
+            key: conn.access_key().clone(),
+            timeout: settings.timeout,
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            clock_state: system_clock_state,
+        })
+    }
+
+    /// The sink `config` and `secrets` configure, `None` when they configure
+    /// none (no `AZURE_WEBPUBSUB_CONNECTION_STRING`).
+    pub fn from_config(config: &Config, secrets: &Secrets) -> Option<anyhow::Result<Self>> {
+        let conn = secrets.webpubsub.as_ref()?;
+        let conn = match ConnectionString::parse(conn.expose()) {
+            Ok(c) => c,
+            Err(e) => {
+                return Some(Err(anyhow::anyhow!(
+                    "secrets file {}: AZURE_WEBPUBSUB_CONNECTION_STRING: {e}",
+                    config.secrets_file()
+                )));
+            }
+        };
+        let settings = WebPubSubSettings {
+            hub: config.webpubsub_hub.clone(),
+            group: config.webpubsub_group.clone(),
+            timeout: config.webpubsub_timeout,
+        };
+        Some(WebPubSubSink::new(conn, settings).context("Web PubSub settings"))
+    }
+
+    /// Replaces the clock check used to explain a 401 (default [`system_clock_state`]).
+    pub fn with_clock_state(mut self, check: fn() -> ClockState) -> Self {
+        self.clock_state = check;
+        self
+    }
+
+    /// Caps every message at `bytes` instead of [`MAX_MESSAGE_BYTES`] (a
+    /// sample too big for the cap still goes alone in one message).
+    pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// The `:send` URL every request goes to (and the token's audience).
+    #[cfg(test)]
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sends one message; the token is minted for exactly the URL sent.
+    async fn send_message(&self, body: Vec<u8>) -> Result<reqwest::StatusCode, SinkError> {
+        let token =
+            mint_token(&self.key, &self.url, Timestamp::now()).map_err(SinkError::permanent)?;
+        let result = self
+            .client
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(body)
+            .send()
+            .await;
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => return Err(self.redact(classify_transport(&e, self.timeout), &token)),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(status);
+        }
+        let headers = response.headers().clone();
+        // The error body is small; a failure to read it only loses detail.
+        let body = response.text().await.unwrap_or_default();
+        let clock = if status == reqwest::StatusCode::UNAUTHORIZED {
+            let server_date = headers
+                .get(reqwest::header::DATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_http_date);
+            clock_hint((self.clock_state)(), server_date, Timestamp::now())
+        } else {
+            None
+        };
+        let error = classify_status(status, &headers, &body, clock, Timestamp::now());
+        Err(self.redact(error, &token))
+    }
+
+    /// Makes sure neither the key nor the token can leave in an error message,
+    /// whatever a server or a library put there.
+    fn redact(&self, error: SinkError, token: &str) -> SinkError {
+        let clean = |m: String| {
+            m.replace(token, "<redacted>")
+                .replace(self.key.expose(), "<redacted>")
+        };
+        match error {
+            SinkError::Transient {
+                message,
+                retry_after,
+            } => SinkError::Transient {
+                message: clean(message),
+                retry_after,
+            },
+            SinkError::Permanent { message } => SinkError::Permanent {
+                message: clean(message),
+            },
+            SinkError::Rejected { message } => SinkError::Rejected {
+                message: clean(message),
+            },
+            SinkError::RejectedSamples { refused } => SinkError::RejectedSamples {
+                refused: refused
+                    .into_iter()
+                    .map(|r| crate::sinks::Refusal {
+                        reason: clean(r.reason),
+                        ..r
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
+
+impl Sink for WebPubSubSink {
+    fn name(&self) -> &'static str {
+        SinkName::Webpubsub.as_str()
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
+    async fn send(&mut self, batch: &[Sample]) -> Result<(), SinkError> {
+        let messages = encode_messages(batch, self.max_message_bytes);
+        let total = messages.len();
+        for (i, body) in messages.into_iter().enumerate() {
+            let bytes = body.len();
+            match self.send_message(body).await {
+                Ok(status) => debug!(
+                    sink = "webpubsub",
+                    status = status.as_u16(),
+                    message = i + 1,
+                    messages = total,
+                    samples = batch.len(),
+                    bytes,
+                    "message delivered"
+                ),
+                Err(e) => {
+                    debug!(
+                        sink = "webpubsub",
+                        class = e.class(),
+                        error = %e,
+                        message = i + 1,
+                        messages = total,
+                        samples = batch.len(),
+                        bytes,
+                        "message failed"
+                    );
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+}
