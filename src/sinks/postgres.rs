@@ -8,15 +8,20 @@
 //! a resend after a crash inserts nothing twice. A batch the database refuses
 //! for its data (SQLSTATE classes 22 and 23) is split in halves until the
 //! refused samples are alone; they are reported as
-//! [`SinkError::RejectedSamples`], everything else is inserted.
+//! [`SinkError::RejectedSamples`], everything else is inserted. The schema is
+//! applied from `schema/postgres/NNNN_*.sql` under a transaction-scoped
+//! advisory lock, so many devices can start at once.
 //!
 //! Poolers: every statement is unnamed (tokio-postgres's `*_typed` calls:
 //! parse, bind and execute in one round trip) and nothing relies on session
 //! state (no `SET`, no named prepared statements, no session advisory locks),
 //! so PgBouncer in transaction mode — Azure Flexible Server's built-in pooler
-//! on port 6432 — may hand each statement to another server connection. The schema is applied from
-//! `schema/postgres/NNNN_*.sql` under a transaction-scoped advisory lock, so
-//! many devices can start at once.
+//! on port 6432 — may hand each statement to another server connection.
+//!
+//! Timeouts: connecting (socket, TLS, start-up) is bounded by
+//! `connect_timeout`; a send is bounded by the forwarder, which drops it. A
+//! dropped send drops its connection and asks the server to cancel the
+//! statement in flight (`CancelOnDrop`).
 //!
 //! TLS: libpq's `sslmode` names, mapped onto tokio-postgres (which itself only
 //! knows disable/prefer/require) and a native-tls connector:
