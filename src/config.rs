@@ -83,6 +83,9 @@ pub struct RawConfig {
     pub retention: Option<String>,
     /// Longest wait between delivery retries, e.g. `"5m"` (default 5m).
     pub retry_max: Option<String>,
+    /// How long one delivery attempt (one batch) may take before it is
+    /// abandoned and retried, e.g. `"60s"` (default 60s, at least 1s).
+    pub send_timeout: Option<String>,
     /// Largest batch per Postgres statement (default 2000).
     pub postgres_batch_size: Option<usize>,
     /// Web PubSub hub name (default `heatexchanger`).
@@ -124,6 +127,8 @@ pub struct Config {
     pub retention: Duration,
     /// Longest wait between delivery retries.
     pub retry_max: Duration,
+    /// Longest delivery attempt.
+    pub send_timeout: Duration,
     /// Largest Postgres batch.
     pub postgres_batch_size: usize,
     /// Web PubSub hub.
@@ -319,6 +324,8 @@ impl RawConfig {
             synchronous: self.sqlite_synchronous.unwrap_or_default(),
             retention: dur("retention", &self.retention, "90d")?,
             retry_max: dur("retry_max", &self.retry_max, "5m")?.max(Duration::from_secs(1)),
+            send_timeout: dur("send_timeout", &self.send_timeout, "60s")?
+                .max(Duration::from_secs(1)),
             postgres_batch_size,
             webpubsub_hub: self.webpubsub_hub.unwrap_or_else(|| "heatexchanger".into()),
             webpubsub_group: self.webpubsub_group.filter(|g| !g.is_empty()),
@@ -587,7 +594,7 @@ mod tests {
         }
         assert_eq!(
             doc.as_object().unwrap().len() - 1,
-            19,
+            20,
             "every RawConfig key appears in the example"
         );
         assert_eq!(raw.interval.as_deref(), Some("30s"));

@@ -2,17 +2,23 @@
 //! the outbox, hands it to the sink, and acks it, or backs off.
 //!
 //! It knows no sink's protocol: it acts on [`SinkError`]'s class alone.
+//! Every send is bounded by `send_timeout` (a sink that does not answer is a
+//! transient error; the send is dropped, never acked), and `replay`'s give-up
+//! time bounds a batch's attempts, the one in flight included.
 //! Transient errors back off exponentially with full jitter (capped); a server's
 //! `Retry-After` can only lengthen a wait, never shorten it; permanent errors
 //! are retried at the cap. A failure is written to the outbox when the sink's
-//! state changes, not at every attempt. A batch
-//! the sink refuses outright is recorded as rejected so it never blocks the queue.
+//! state changes, not at every attempt. A batch (or the samples of it) the sink
+//! refuses outright is recorded as rejected so it never blocks the queue; the
+//! rest of a partly refused batch is acked.
 //! Each sink has its own cursor, so one sink down never delays another.
 //!
-//! Architecture invariant: an ack is written only after the sink returned `Ok`,
+//! Architecture invariant: an ack is written only after the sink returned `Ok`
+//! (or `RejectedSamples`, for the samples it does not name),
 //! so a crash anywhere means a resend, never a loss; sinks are idempotent on the
 //! sample id, so a resend is never a duplicate.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,9 +28,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::outbox::{SharedOutbox, Stored};
+use crate::outbox::{Outbox, SharedOutbox, Stored};
 use crate::sample::Sample;
-use crate::sinks::{Sink, SinkError};
+use crate::sinks::{Refusal, Sink, SinkError};
 
 /// The retry policy shared by every sink: exponential from `min` doubling up
 /// to `max`, with full jitter (each wait is uniform in `[0, delay]`), forever.
@@ -67,15 +73,19 @@ impl RetryPolicy {
     }
 }
 
+/// The default of [`ForwardOptions::send_timeout`] (config `send_timeout`).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Whether a forwarder follows the outbox forever or stops once it is drained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// `hxlog run`: wait for new samples, retry forever.
     Follow,
     /// `hxlog replay`: stop when nothing is pending; fail on a permanent error
-    /// or when transient errors last longer than the given time.
+    /// or when a batch is still not delivered the given time after its first
+    /// attempt (a send in flight is cut off then).
     Drain {
-        /// Give up after this long without a successful delivery.
+        /// Give up on a batch this long after its first attempt.
         give_up_after: Duration,
     },
 }
@@ -98,6 +108,9 @@ pub struct ForwardOptions {
     pub poll: Duration,
     /// Called with the number of samples each successful batch delivered.
     pub on_progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    /// How long one [`Sink::send`] may take; then it is abandoned (dropped,
+    /// not acked) and counted as a transient error.
+    pub send_timeout: Duration,
 }
 
 impl ForwardOptions {
@@ -111,6 +124,7 @@ impl ForwardOptions {
             grace: Duration::from_secs(5),
             poll: Duration::from_secs(1),
             on_progress: None,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
         }
     }
 }
@@ -127,9 +141,34 @@ pub struct ForwardReport {
 }
 
 enum Outcome {
-    Delivered,
-    Rejected(String),
+    /// The sink accepted every sample of the batch except these (indices into
+    /// the batch, each with the sink's reason).
+    Done {
+        refused: Vec<(usize, String)>,
+    },
     Interrupted,
+}
+
+/// Records one batch's outcome: the refused samples as rejected (with their
+/// reasons), the others as delivered; the cursor ends past the batch.
+fn record_outcome(
+    o: &mut Outbox,
+    sink: &str,
+    seqs: &[i64],
+    refused: &[(usize, String)],
+) -> anyhow::Result<()> {
+    let mut by_reason: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for (i, reason) in refused {
+        by_reason.entry(reason).or_default().push(seqs[*i]);
+    }
+    for (reason, refused_seqs) in by_reason {
+        o.reject(sink, &refused_seqs, reason)?;
+    }
+    let delivered = seqs.len() - refused.len();
+    if delivered > 0 {
+        o.ack(sink, *seqs.last().expect("non-empty batch"), delivered)?;
+    }
+    Ok(())
 }
 
 /// Forwards pending samples to `sink` until shutdown (Follow) or until drained (Drain).
@@ -175,23 +214,17 @@ pub async fn forward<S: Sink>(
         let samples: Vec<Sample> = batch.into_iter().map(|s: Stored| s.sample).collect();
         let n = samples.len();
         let outcome = send_with_retry(&mut sink, &samples, &outbox, &opts).await?;
-        let (recorded, rejected) = match outcome {
-            Outcome::Delivered => {
-                let last = *seqs.last().expect("non-empty batch");
-                (outbox.call(move |o| o.ack(name, last, n)).await, false)
-            }
-            Outcome::Rejected(reason) => {
-                error!(sink = name, samples = n, reason = %reason, "sink refused these samples; recorded as rejected, moving on");
-                (
-                    outbox.call(move |o| o.reject(name, &seqs, &reason)).await,
-                    true,
-                )
-            }
-            Outcome::Interrupted => {
-                report.interrupted = true;
-                break;
-            }
+        let Outcome::Done { refused } = outcome else {
+            report.interrupted = true;
+            break;
         };
+        let rejected = refused.len();
+        if let Some((_, reason)) = refused.first() {
+            error!(sink = name, samples = rejected, of = n, reason = %reason, "sink refused samples for their content; recorded as rejected, moving on");
+        }
+        let recorded = outbox
+            .call(move |o| record_outcome(o, name, &seqs, &refused))
+            .await;
         if let Err(e) = recorded {
             if let Mode::Drain { .. } = opts.mode {
                 return Err(e.context("recording the delivery in the outbox"));
@@ -205,11 +238,8 @@ pub async fn forward<S: Sink>(
             }
             continue;
         }
-        if rejected {
-            report.rejected += n as u64;
-        } else {
-            report.delivered += n as u64;
-        }
+        report.rejected += rejected as u64;
+        report.delivered += (n - rejected) as u64;
         if let Some(p) = &opts.on_progress {
             p(n as u64);
         }
@@ -249,20 +279,21 @@ pub async fn resend_window<S: Sink>(
         after = Some((last.sample.taken_at.as_microsecond(), last.seq));
         let samples: Vec<Sample> = page.into_iter().map(|s| s.sample).collect();
         let n = samples.len();
-        match send_with_retry(&mut sink, &samples, &outbox, &opts).await? {
-            Outcome::Delivered => {
-                outbox.call(move |o| o.note_resent(name, n)).await?;
-                report.delivered += n as u64;
-            }
-            Outcome::Rejected(reason) => {
-                error!(sink = name, samples = n, reason = %reason, "sink refused re-sent samples");
-                report.rejected += n as u64;
-            }
-            Outcome::Interrupted => {
-                report.interrupted = true;
-                break;
-            }
+        let Outcome::Done { refused } =
+            send_with_retry(&mut sink, &samples, &outbox, &opts).await?
+        else {
+            report.interrupted = true;
+            break;
+        };
+        if let Some((_, reason)) = refused.first() {
+            error!(sink = name, samples = refused.len(), of = n, reason = %reason, "sink refused re-sent samples");
         }
+        let delivered = n - refused.len();
+        if delivered > 0 {
+            outbox.call(move |o| o.note_resent(name, delivered)).await?;
+        }
+        report.delivered += delivered as u64;
+        report.rejected += refused.len() as u64;
         if let Some(p) = &opts.on_progress {
             p(n as u64);
         }
@@ -279,20 +310,40 @@ async fn send_with_retry<S: Sink>(
 ) -> anyhow::Result<Outcome> {
     let name = sink.name();
     let mut delays = opts.policy.delays();
-    let mut failing_since: Option<Instant> = None;
+    let first_attempt = Instant::now();
     // The failure last written to the outbox by this call.
     let mut recorded: Option<(&'static str, String)> = None;
     loop {
+        // Every send is bounded, and in a drain never outlives the give-up time.
+        let limit = match opts.mode {
+            Mode::Follow => opts.send_timeout,
+            Mode::Drain { give_up_after } => opts
+                .send_timeout
+                .min(give_up_after.saturating_sub(first_attempt.elapsed()))
+                .max(Duration::from_millis(100)),
+        };
         let result = tokio::select! {
-            r = sink.send(batch) => r,
+            r = tokio::time::timeout(limit, sink.send(batch)) => r.unwrap_or_else(|_| {
+                Err(SinkError::transient(format!(
+                    "no answer within {limit:?} (send_timeout); the batch was abandoned and will be sent again"
+                )))
+            }),
             _ = async { opts.shutdown.cancelled().await; tokio::time::sleep(opts.grace).await } => {
                 warn!(sink = name, samples = batch.len(), "shutdown: abandoned the batch in flight; it will be resent");
                 return Ok(Outcome::Interrupted);
             }
         };
         let err = match result {
-            Ok(()) => return Ok(Outcome::Delivered),
-            Err(SinkError::Rejected { message }) => return Ok(Outcome::Rejected(message)),
+            Ok(()) => return Ok(Outcome::Done { refused: vec![] }),
+            Err(SinkError::Rejected { message }) => {
+                let refused = (0..batch.len()).map(|i| (i, message.clone())).collect();
+                return Ok(Outcome::Done { refused });
+            }
+            Err(SinkError::RejectedSamples { refused }) => {
+                return Ok(Outcome::Done {
+                    refused: refused_indices(name, batch, refused),
+                });
+            }
             Err(e) => e,
         };
         let delay = match &err {
@@ -334,8 +385,7 @@ async fn send_with_retry<S: Sink>(
             if matches!(err, SinkError::Permanent { .. }) {
                 anyhow::bail!("{name} refused the delivery: {message}");
             }
-            let since = *failing_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= give_up_after {
+            if first_attempt.elapsed() >= give_up_after {
                 anyhow::bail!(
                     "{name} still failing after {:?}: {message}; the samples stay in the outbox, run replay again later",
                     give_up_after
@@ -354,6 +404,23 @@ async fn send_with_retry<S: Sink>(
 /// can never turn retrying into a tight loop.
 fn retry_delay(schedule: Duration, asked: Option<Duration>, max: Duration) -> Duration {
     schedule.max(asked.unwrap_or_default()).min(max)
+}
+
+/// The positions in `batch` of the samples a sink refused (each once; an id
+/// not in the batch is a sink bug, logged and ignored).
+fn refused_indices(name: &str, batch: &[Sample], refused: Vec<Refusal>) -> Vec<(usize, String)> {
+    let mut out: Vec<(usize, String)> = vec![];
+    for r in refused {
+        match batch.iter().position(|s| s.id == r.id) {
+            Some(i) if !out.iter().any(|(j, _)| *j == i) => out.push((i, r.reason)),
+            Some(_) => {}
+            None => {
+                warn!(sink = name, id = %r.id, "the sink refused a sample that is not in the batch; ignored")
+            }
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out
 }
 
 /// Sleeps for `d`; returns true if shutdown came first.

@@ -133,6 +133,7 @@ impl Replay {
         super::spawn_signal_handler(shutdown.clone())?;
         let mut opts =
             ForwardOptions::new(Mode::Drain { give_up_after }, config.retry_max, shutdown);
+        opts.send_timeout = config.send_timeout;
         opts.on_progress = Some({
             let p = progress.clone();
             let step = (total / 20).max(1000);

@@ -40,7 +40,8 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let mut wakes = vec![];
     let mut tasks = JoinSet::new();
     let mut follow = || {
-        let opts = ForwardOptions::new(Mode::Follow, config.retry_max, shutdown.clone());
+        let mut opts = ForwardOptions::new(Mode::Follow, config.retry_max, shutdown.clone());
+        opts.send_timeout = config.send_timeout;
         wakes.push(opts.wake.clone());
         opts
     };

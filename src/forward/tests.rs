@@ -243,6 +243,108 @@ async fn a_failed_ack_resends_the_batch_and_keeps_forwarding() {
     assert_eq!(got[5..], ids[..]);
 }
 
+/// Never answers its first `hangs` sends, then delivers.
+struct HangingSink {
+    hangs: usize,
+    received: Arc<Mutex<Vec<uuid::Uuid>>>,
+}
+
+impl Sink for HangingSink {
+    fn name(&self) -> &'static str {
+        "hanging"
+    }
+    fn max_batch(&self) -> usize {
+        100
+    }
+    async fn send(&mut self, batch: &[Sample]) -> Result<(), SinkError> {
+        if self.hangs > 0 {
+            self.hangs -= 1;
+            std::future::pending::<()>().await;
+        }
+        self.received
+            .lock()
+            .unwrap()
+            .extend(batch.iter().map(|s| s.id));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_send_that_never_answers_times_out_as_transient() {
+    let (_d, ob, ids) = setup(3);
+    let received = Arc::new(Mutex::new(vec![]));
+    let sink = HangingSink {
+        hangs: 2,
+        received: received.clone(),
+    };
+    let mut opts = drain_opts();
+    opts.send_timeout = Duration::from_millis(100);
+    let r = forward(sink, ob.clone(), opts).await.unwrap();
+    assert_eq!(r.delivered, 3);
+    assert_eq!(*received.lock().unwrap(), ids);
+    let st = ob.call(|o| o.sink_state("hanging")).await.unwrap();
+    assert_eq!(st.last_error_class.as_deref(), Some("transient"));
+    assert!(
+        st.last_error
+            .as_deref()
+            .unwrap()
+            .contains("no answer within"),
+        "{st:?}"
+    );
+}
+
+#[tokio::test]
+async fn drain_gives_up_on_time_even_while_a_send_hangs() {
+    let (_d, ob, _) = setup(3);
+    let sink = HangingSink {
+        hangs: usize::MAX,
+        received: Arc::default(),
+    };
+    let mut opts = drain_opts();
+    opts.mode = Mode::Drain {
+        give_up_after: Duration::from_millis(300),
+    };
+    // far longer than the give-up time: the give-up time must win
+    opts.send_timeout = Duration::from_secs(3600);
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(30), forward(sink, ob.clone(), opts))
+        .await
+        .expect("the drain hung past its give-up time")
+        .unwrap_err();
+    assert!(err.to_string().contains("still failing"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(ob.call(|o| o.pending_count("hanging")).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn only_the_samples_a_sink_names_are_rejected_and_the_rest_acked() {
+    let (_d, ob, ids) = setup(6);
+    let refusal = |id: uuid::Uuid, reason: &str| crate::sinks::Refusal {
+        id,
+        reason: reason.into(),
+    };
+    let (s, received) = sink(
+        vec![SinkError::RejectedSamples {
+            refused: vec![
+                refusal(ids[3], "check violation (SQLSTATE 23514)"),
+                refusal(ids[1], "untranslatable (SQLSTATE 22P05)"),
+                // not in the batch: a sink bug, ignored
+                refusal(uuid::Uuid::now_v7(), "elsewhere"),
+            ],
+        }],
+        4,
+    );
+    let r = forward(s, ob.clone(), drain_opts()).await.unwrap();
+    // first batch: 4 samples, 2 refused, 2 accepted; second batch: 2 delivered
+    assert_eq!((r.delivered, r.rejected), (4, 2));
+    assert_eq!(*received.lock().unwrap(), ids[4..].to_vec());
+    let st = ob.call(|o| o.sink_state("scripted")).await.unwrap();
+    assert_eq!(st.pending, 0);
+    assert_eq!(st.rejected_count, 2);
+    assert_eq!(st.delivered_count, 4);
+    assert_eq!(st.last_error_class.as_deref(), Some("rejected"));
+}
+
 #[test]
 fn retry_after_only_lengthens_the_schedules_wait() {
     let ms = Duration::from_millis;

@@ -2,7 +2,8 @@
 //!
 //! A sink knows its own protocol and nothing of the outbox: the forwarder hands
 //! it a batch of [`Sample`]s, in outbox order, and acts on the [`SinkError`] class
-//! alone (retry later, retry slowly, or record the batch as refused and move on).
+//! alone (retry later, retry slowly, or record the batch, or just the samples the
+//! sink names, as refused and move on).
 
 use std::fmt;
 use std::future::Future;
@@ -192,6 +193,25 @@ pub enum SinkError {
         /// The sink's reason.
         message: String,
     },
+    /// The sink refused these samples of the batch for their content, and
+    /// durably accepted every other sample of it. The forwarder records just
+    /// these as refused, acks the rest, and moves on. A sink that cannot tell
+    /// which samples it refused must not use this (it answers
+    /// [`SinkError::Rejected`] for the whole batch, or a transient error).
+    #[error("{} sample(s) refused: {}", refused.len(), refused.first().map(|r| r.reason.as_str()).unwrap_or(""))]
+    RejectedSamples {
+        /// The refused samples, each with the sink's reason (non-empty).
+        refused: Vec<Refusal>,
+    },
+}
+
+/// One sample a sink refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The refused sample's [`Sample::id`].
+    pub id: uuid::Uuid,
+    /// The sink's reason, for the log and `status` (never a secret).
+    pub reason: String,
 }
 
 impl SinkError {
@@ -215,7 +235,7 @@ impl SinkError {
         match self {
             SinkError::Transient { .. } => "transient",
             SinkError::Permanent { .. } => "permanent",
-            SinkError::Rejected { .. } => "rejected",
+            SinkError::Rejected { .. } | SinkError::RejectedSamples { .. } => "rejected",
         }
     }
 }

@@ -5,15 +5,34 @@
 //!
 //! Delivery: one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT (sample_id) DO
 //! NOTHING` per batch, a single statement, so the batch commits atomically and
-//! a resend after a crash inserts nothing twice. The schema is applied from
-//! `schema/postgres/NNNN_*.sql` under a transaction-scoped advisory lock, so
-//! many devices can start at once.
+//! a resend after a crash inserts nothing twice. A batch the database refuses
+//! for its data (SQLSTATE classes 22 and 23) is split in halves until the
+//! refused samples are alone; they are reported as
+//! [`SinkError::RejectedSamples`], everything else is inserted. The schema is
+//! applied from `schema/postgres/NNNN_*.sql` under a transaction-scoped
+//! advisory lock, so many devices can start at once.
+//!
+//! Poolers: every statement is unnamed (tokio-postgres's `*_typed` calls:
+//! parse, bind and execute in one round trip) and nothing relies on session
+//! state (no `SET`, no named prepared statements, no session advisory locks),
+//! so PgBouncer in transaction mode — Azure Flexible Server's built-in pooler
+//! on port 6432 — may hand each statement to another server connection.
+//!
+//! Timeouts: connecting (socket, TLS, start-up) is bounded by
+//! `connect_timeout`; a send is bounded by the forwarder, which drops it. A
+//! dropped send drops its connection and asks the server to cancel the
+//! statement in flight (`CancelOnDrop`).
 //!
 //! TLS: libpq's `sslmode` names, mapped onto tokio-postgres (which itself only
 //! knows disable/prefer/require) and a native-tls connector:
 //! `disable`, `prefer` and `require` (encrypted, certificate not checked),
 //! `verify-ca` (chain checked), `verify-full` (chain and host name checked).
 //! The default is `verify-full` off loopback and `prefer` on loopback or a Unix socket.
+//! As in libpq, `PG_DB_SSLROOTCERT` (every certificate in the file) replaces
+//! the OS store, and with it `require` checks the chain like `verify-ca`.
+//! Only a certificate that fails verification is a permanent error; a reset,
+//! EOF or stall during the handshake is transient (classified from the
+//! error's types, not its text).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -21,12 +40,13 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, NoTls};
 use tracing::{debug, info, instrument, warn};
 
 use crate::config::{Config, PgSecrets, Secret, Secrets};
 use crate::sample::{STANDARD_ROLES, Sample};
-use crate::sinks::{Sink, SinkError, SinkName};
+use crate::sinks::{Refusal, Sink, SinkError, SinkName};
 
 /// The Postgres migrations, in order: (version, file name, SQL).
 const MIGRATIONS: &[(i32, &str, &str)] = &[(
@@ -122,7 +142,8 @@ pub struct PgSettings {
     /// Redacted in `Debug`.
     pub password: Secret,
     pub sslmode: SslMode,
-    /// Extra trusted root certificates (PEM), beside the system's.
+    /// Trusted root certificates (PEM, every one in the file), instead of the
+    /// system's, as in libpq.
     pub sslrootcert: Option<PathBuf>,
     pub connect_timeout: Duration,
     /// Largest batch per statement.
@@ -170,8 +191,20 @@ impl PgSettings {
 
 /// Connects (TLS per [`SslMode`]) and returns a client whose connection runs
 /// on a background task.
-#[instrument(skip_all, fields(target = %settings.describe()), err(Display))]
 pub async fn connect(settings: &PgSettings) -> Result<Client, SinkError> {
+    Ok(open(settings).await?.client)
+}
+
+/// An open connection and what it takes to cancel its statement in flight.
+struct Live {
+    client: Client,
+    /// The TLS connector of the connection (a cancel request is a connection
+    /// of its own, encrypted like the first), `None` for plain TCP.
+    tls: Option<postgres_native_tls::MakeTlsConnector>,
+}
+
+#[instrument(skip_all, fields(target = %settings.describe()), err(Display))]
+async fn open(settings: &PgSettings) -> Result<Live, SinkError> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&settings.host)
         .port(settings.port)
@@ -185,52 +218,150 @@ pub async fn connect(settings: &PgSettings) -> Result<Client, SinkError> {
         cfg.password(settings.password.expose());
     }
     let what = settings.describe();
-    let client = if settings.sslmode == SslMode::Disable {
+    if settings.sslmode == SslMode::Disable {
         cfg.ssl_mode(tokio_postgres::config::SslMode::Disable);
-        let (client, conn) = cfg.connect(NoTls).await.map_err(|e| classify(&e, &what))?;
+        let (client, conn) = within(settings.connect_timeout, &what, cfg.connect(NoTls)).await?;
         spawn_connection(conn);
-        client
+        Ok(Live { client, tls: None })
     } else {
-        let mut b = native_tls::TlsConnector::builder();
-        match settings.sslmode {
-            SslMode::Prefer | SslMode::Require => {
-                b.danger_accept_invalid_certs(true)
-                    .danger_accept_invalid_hostnames(true);
-            }
-            SslMode::VerifyCa => {
-                b.danger_accept_invalid_hostnames(true);
-            }
-            SslMode::VerifyFull | SslMode::Disable => {}
-        }
-        if let Some(path) = &settings.sslrootcert {
-            let pem = std::fs::read(path).map_err(|e| {
-                SinkError::permanent(format!(
-                    "cannot read PG_DB_SSLROOTCERT {}: {e}",
-                    path.display()
-                ))
-            })?;
-            let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
-                SinkError::permanent(format!(
-                    "PG_DB_SSLROOTCERT {} is not a PEM certificate: {e}",
-                    path.display()
-                ))
-            })?;
-            b.add_root_certificate(cert);
-        }
-        let connector = b
-            .build()
-            .map_err(|e| SinkError::permanent(format!("cannot set up TLS: {e}")))?;
+        let connector = tls_connector(settings)?;
         cfg.ssl_mode(if settings.sslmode == SslMode::Prefer {
             tokio_postgres::config::SslMode::Prefer
         } else {
             tokio_postgres::config::SslMode::Require
         });
         let tls = postgres_native_tls::MakeTlsConnector::new(connector);
-        let (client, conn) = cfg.connect(tls).await.map_err(|e| classify(&e, &what))?;
+        let (client, conn) =
+            within(settings.connect_timeout, &what, cfg.connect(tls.clone())).await?;
         spawn_connection(conn);
-        client
-    };
-    Ok(client)
+        Ok(Live {
+            client,
+            tls: Some(tls),
+        })
+    }
+}
+
+/// Asks the server to cancel the statement in flight on `live`'s connection
+/// if dropped before [`CancelOnDrop::disarm`]. The forwarder drops a send that
+/// outlived `send_timeout`; without this, a statement blocked on a lock would
+/// hold its server connection (and, through a pooler, a pool slot) until the
+/// lock is released, one more at every retry.
+struct CancelOnDrop(
+    Option<(
+        tokio_postgres::CancelToken,
+        Option<postgres_native_tls::MakeTlsConnector>,
+    )>,
+);
+
+impl CancelOnDrop {
+    fn new(live: &Live) -> Self {
+        CancelOnDrop(Some((live.client.cancel_token(), live.tls.clone())))
+    }
+
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some((token, tls)) = self.0.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let sent = tokio::time::timeout(Duration::from_secs(10), async {
+                match tls {
+                    Some(tls) => token.cancel_query(tls).await,
+                    None => token.cancel_query(NoTls).await,
+                }
+            })
+            .await;
+            match sent {
+                Ok(Ok(())) => info!(sink = "postgres", "cancelled the abandoned statement"),
+                Ok(Err(e)) => {
+                    warn!(sink = "postgres", error = %e, "cannot cancel the abandoned statement")
+                }
+                Err(_) => warn!(
+                    sink = "postgres",
+                    "cannot cancel the abandoned statement: no answer"
+                ),
+            }
+        });
+    }
+}
+
+/// Runs a connection attempt (socket, TLS handshake, start-up) within
+/// `limit`: tokio-postgres's own connect timeout covers only the socket, and a
+/// server that stalls mid-handshake must not stall the forwarder.
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    attempt: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, SinkError> {
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(r) => r.map_err(|e| classify(&e, what)),
+        Err(_) => Err(SinkError::transient(format!(
+            "{what}: no answer within {limit:?} while connecting (TLS handshake or start-up)"
+        ))),
+    }
+}
+
+/// The native-tls connector for `settings.sslmode`, trusting every
+/// certificate in `PG_DB_SSLROOTCERT` when it is set. As in libpq, a root
+/// certificate file replaces the OS store, and makes `require` check the chain
+/// (like `verify-ca`).
+fn tls_connector(settings: &PgSettings) -> Result<native_tls::TlsConnector, SinkError> {
+    let mut b = native_tls::TlsConnector::builder();
+    let has_roots = settings.sslrootcert.is_some();
+    match settings.sslmode {
+        SslMode::Prefer => {
+            b.danger_accept_invalid_certs(true)
+                .danger_accept_invalid_hostnames(true);
+        }
+        SslMode::Require if !has_roots => {
+            b.danger_accept_invalid_certs(true)
+                .danger_accept_invalid_hostnames(true);
+        }
+        SslMode::Require | SslMode::VerifyCa => {
+            b.danger_accept_invalid_hostnames(true);
+        }
+        SslMode::VerifyFull | SslMode::Disable => {}
+    }
+    if let Some(path) = &settings.sslrootcert {
+        for cert in root_certificates(path)? {
+            b.add_root_certificate(cert);
+        }
+        b.disable_built_in_roots(true);
+    }
+    b.build()
+        .map_err(|e| SinkError::permanent(format!("cannot set up TLS: {e}")))
+}
+
+/// Every certificate of a PEM file (Azure's documentation has users
+/// concatenate several roots into one).
+fn root_certificates(path: &std::path::Path) -> Result<Vec<native_tls::Certificate>, SinkError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        SinkError::permanent(format!(
+            "cannot read PG_DB_SSLROOTCERT {}: {e}",
+            path.display()
+        ))
+    })?;
+    let certs = native_tls::Certificate::stack_from_pem(&pem).map_err(|e| {
+        SinkError::permanent(format!(
+            "PG_DB_SSLROOTCERT {} is not a PEM certificate file: {e}",
+            path.display()
+        ))
+    })?;
+    if certs.is_empty() {
+        return Err(SinkError::permanent(format!(
+            "PG_DB_SSLROOTCERT {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        )));
+    }
+    Ok(certs)
 }
 
 fn spawn_connection<F>(conn: F)
@@ -247,15 +378,18 @@ where
 /// Applies pending migrations under an advisory lock. Returns the names applied.
 pub async fn migrate(client: &mut Client) -> Result<Vec<&'static str>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
+    tx.execute_typed(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[(&MIGRATION_LOCK, Type::INT8)],
+    )
+    .await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS hxlog_migrations (\
          version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
     )
     .await?;
     let done: Vec<i32> = tx
-        .query("SELECT version FROM hxlog_migrations", &[])
+        .query_typed("SELECT version FROM hxlog_migrations", &[])
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -266,9 +400,9 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<&'static str>, tokio_pos
             continue;
         }
         tx.batch_execute(sql).await?;
-        tx.execute(
+        tx.execute_typed(
             "INSERT INTO hxlog_migrations (version, name) VALUES ($1, $2)",
-            &[version, name],
+            &[(version, Type::INT4), (name, Type::TEXT)],
         )
         .await?;
         applied.push(*name);
@@ -362,7 +496,7 @@ fn readings_json(s: &Sample) -> String {
 /// on first connect.
 pub struct PostgresSink {
     settings: PgSettings,
-    conn: Option<(Client, Statement)>,
+    conn: Option<Live>,
 }
 
 impl PostgresSink {
@@ -380,24 +514,20 @@ impl PostgresSink {
     }
 
     async fn ensure_connected(&mut self) -> Result<(), SinkError> {
-        if self.conn.as_ref().is_some_and(|(c, _)| !c.is_closed()) {
+        if self.conn.as_ref().is_some_and(|c| !c.client.is_closed()) {
             return Ok(());
         }
         self.conn = None;
         let what = self.settings.describe();
-        let mut client = connect(&self.settings).await?;
-        let applied = migrate(&mut client)
+        let mut live = open(&self.settings).await?;
+        let applied = migrate(&mut live.client)
             .await
             .map_err(|e| classify(&e, &what))?;
         if !applied.is_empty() {
             info!(sink = "postgres", migrations = ?applied, "applied Postgres schema migrations");
         }
-        let stmt = client
-            .prepare(INSERT_SQL)
-            .await
-            .map_err(|e| classify(&e, &what))?;
         info!(sink = "postgres", target = %what, "connected");
-        self.conn = Some((client, stmt));
+        self.conn = Some(live);
         Ok(())
     }
 }
@@ -411,65 +541,132 @@ impl Sink for PostgresSink {
         self.settings.batch_size
     }
 
+    /// Inserts the batch in one statement. When the database refuses it for
+    /// its data (SQLSTATE class 22 or 23), the batch is split in halves, and
+    /// those again, until each refused sample is alone: every other sample is
+    /// inserted, and only the refused ones are reported, each with its reason.
     async fn send(&mut self, batch: &[Sample]) -> Result<(), SinkError> {
+        let mut refused = vec![];
+        let mut statements = 0;
+        // Pieces still to insert, the next one last.
+        let mut pieces = vec![batch];
+        while let Some(piece) = pieces.pop() {
+            statements += 1;
+            match self.insert(piece).await? {
+                None => {}
+                Some(reason) if piece.len() == 1 => refused.push(Refusal {
+                    id: piece[0].id,
+                    reason,
+                }),
+                Some(_) => {
+                    let (first, second) = piece.split_at(piece.len() / 2);
+                    pieces.push(second);
+                    pieces.push(first);
+                }
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        warn!(
+            sink = "postgres",
+            refused = refused.len(),
+            batch = batch.len(),
+            statements,
+            "the database refused samples for their data"
+        );
+        Err(SinkError::RejectedSamples { refused })
+    }
+}
+
+impl PostgresSink {
+    /// One `INSERT … FROM UNNEST` of `piece`: `None` when it committed, the
+    /// database's reason when it refused the data (SQLSTATE class 22 or 23;
+    /// nothing of `piece` was inserted then), an error for everything else.
+    async fn insert(&mut self, piece: &[Sample]) -> Result<Option<String>, SinkError> {
         self.ensure_connected().await?;
-        let (client, stmt) = self.conn.as_ref().expect("connected above");
-        let c = Columns::from_batch(batch);
-        let result = client
-            .execute(
-                stmt,
+        // Held here, not in `self`, while the statement runs: if the forwarder
+        // drops this send (timeout, shutdown), the connection goes with it and
+        // the guard cancels the statement on the server.
+        let live = self.conn.take().expect("connected above");
+        let guard = CancelOnDrop::new(&live);
+        let c = Columns::from_batch(piece);
+        // An unnamed statement (parse, bind and execute in one round trip), so
+        // it works through PgBouncer in transaction mode, where a named
+        // prepared statement may live on another server connection.
+        let result = live
+            .client
+            .execute_typed(
+                INSERT_SQL,
                 &[
-                    &c.id,
-                    &c.dev,
-                    &c.at,
-                    &c.src,
-                    &c.t[0],
-                    &c.t[1],
-                    &c.t[2],
-                    &c.t[3],
-                    &c.q[0],
-                    &c.q[1],
-                    &c.q[2],
-                    &c.q[3],
-                    &c.readings,
-                    &c.he,
-                    &c.ce,
-                    &c.e,
-                    &c.l,
+                    (&c.id, Type::UUID_ARRAY),
+                    (&c.dev, Type::TEXT_ARRAY),
+                    (&c.at, Type::TIMESTAMPTZ_ARRAY),
+                    (&c.src, Type::TEXT_ARRAY),
+                    (&c.t[0], Type::FLOAT8_ARRAY),
+                    (&c.t[1], Type::FLOAT8_ARRAY),
+                    (&c.t[2], Type::FLOAT8_ARRAY),
+                    (&c.t[3], Type::FLOAT8_ARRAY),
+                    (&c.q[0], Type::TEXT_ARRAY),
+                    (&c.q[1], Type::TEXT_ARRAY),
+                    (&c.q[2], Type::TEXT_ARRAY),
+                    (&c.q[3], Type::TEXT_ARRAY),
+                    (&c.readings, Type::TEXT_ARRAY),
+                    (&c.he, Type::FLOAT8_ARRAY),
+                    (&c.ce, Type::FLOAT8_ARRAY),
+                    (&c.e, Type::FLOAT8_ARRAY),
+                    (&c.l, Type::FLOAT8_ARRAY),
                 ],
             )
             .await;
+        guard.disarm();
         match result {
             Ok(inserted) => {
                 debug!(
                     sink = "postgres",
-                    batch = batch.len(),
+                    batch = piece.len(),
                     inserted,
                     "batch committed"
                 );
-                Ok(())
+                self.conn = Some(live);
+                Ok(None)
             }
-            Err(e) => {
-                let err = classify(&e, &self.settings.describe());
-                if !matches!(err, SinkError::Rejected { .. }) {
-                    // Start from a fresh connection next time.
-                    self.conn = None;
+            Err(e) => match e.code().filter(|c| is_data_error(c)) {
+                Some(code) => {
+                    // The statement failed on its own; the connection is fine.
+                    self.conn = Some(live);
+                    Ok(Some(format!(
+                        "{} (SQLSTATE {})",
+                        error_text(&e),
+                        code.code()
+                    )))
                 }
-                Err(err)
-            }
+                // Start from a fresh connection next time.
+                None => Err(classify(&e, &self.settings.describe())),
+            },
         }
     }
 }
 
-/// Classifies a tokio-postgres error: connection trouble, shutdowns,
-/// serialization failures and resource limits are transient; authentication,
-/// missing database, privileges and schema mismatches are permanent.
+/// SQLSTATE classes 22 (data exception: an untranslatable character, a value
+/// out of range) and 23 (integrity constraint violation: a `CHECK` a DBA
+/// added): the database refuses the data itself, so resending it cannot help.
+fn is_data_error(code: &SqlState) -> bool {
+    matches!(&code.code()[..2], "22" | "23")
+}
+
+/// Classifies a tokio-postgres error: connection trouble (including a reset,
+/// EOF or stall during the TLS handshake), shutdowns, serialization failures
+/// and resource limits are transient; a certificate the server presented and
+/// we do not trust, authentication, missing database, privileges and schema
+/// mismatches are permanent. Decided from the error's types and SQLSTATE,
+/// never from its text.
 pub fn classify(e: &tokio_postgres::Error, target: &str) -> SinkError {
     let detail = error_text(e);
     let Some(code) = e.code() else {
-        if detail.contains("TLS") || detail.contains("certificate") || detail.contains("ssl") {
+        if certificate_rejected(e) {
             return SinkError::permanent(format!(
-                "TLS to {target} failed: {detail}; check PG_DB_SSLMODE (verify-full checks the certificate against the OS store or PG_DB_SSLROOTCERT)"
+                "TLS to {target} failed: the server's certificate was not accepted: {detail}; check PG_DB_SSLMODE and PG_DB_SSLROOTCERT (verify-full checks chain and host name, verify-ca the chain, against PG_DB_SSLROOTCERT or else the OS store)"
             ));
         }
         return SinkError::transient(format!("{target}: {detail}"));
@@ -493,6 +690,29 @@ pub fn classify(e: &tokio_postgres::Error, target: &str) -> SinkError {
         "{target}: {detail} (SQLSTATE {}){hint}",
         code.code()
     ))
+}
+
+/// OpenSSL's library code for its TLS layer (`ERR_LIB_SSL` in `err.h`).
+const ERR_LIB_SSL: i32 = 20;
+/// OpenSSL's reason for a failed certificate check, chain or host name
+/// (`SSL_R_CERTIFICATE_VERIFY_FAILED` in `sslerr.h`).
+const SSL_R_CERTIFICATE_VERIFY_FAILED: i32 = 134;
+
+/// True when the TLS handshake failed because the server's certificate did not
+/// verify. Any other handshake failure (an I/O error such as a reset, an
+/// unexpected EOF, a broken record) is not a verdict on the certificate.
+fn certificate_rejected(e: &tokio_postgres::Error) -> bool {
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        if let Some(stack) = inner.downcast_ref::<openssl::error::ErrorStack>() {
+            return stack.errors().iter().any(|e| {
+                e.library_code() == ERR_LIB_SSL
+                    && e.reason_code() == SSL_R_CERTIFICATE_VERIFY_FAILED
+            });
+        }
+        src = inner.source();
+    }
+    false
 }
 
 fn error_text(e: &tokio_postgres::Error) -> String {

@@ -353,6 +353,15 @@ impl WebPubSubSink {
             SinkError::Rejected { message } => SinkError::Rejected {
                 message: clean(message),
             },
+            SinkError::RejectedSamples { refused } => SinkError::RejectedSamples {
+                refused: refused
+                    .into_iter()
+                    .map(|r| crate::sinks::Refusal {
+                        reason: clean(r.reason),
+                        ..r
+                    })
+                    .collect(),
+            },
         }
     }
 }
