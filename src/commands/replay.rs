@@ -179,6 +179,13 @@ impl Replay {
                         rejected = r.rejected,
                         "replay finished"
                     );
+                    // Drained, but not everything arrived: say so in the exit code.
+                    if r.rejected > 0 {
+                        failed.push(format!(
+                            "{name}: {} samples refused by the sink (recorded as rejected in the outbox; `hxlog status` shows the reason)",
+                            r.rejected
+                        ));
+                    }
                 }
                 Err(e) => failed.push(format!("{name}: {e:#}")),
             }

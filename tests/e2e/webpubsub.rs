@@ -210,7 +210,11 @@ async fn a_refused_message_is_recorded_and_does_not_block_the_queue() {
     write_secrets(&l, &srv.connection_string(), None);
     l.ok(&["simulate", "--count", "3"]);
     srv.inject(Fault::BadRequest, 1);
-    l.ok(&["replay"]);
+    let out = l.output(&["replay"]);
+    assert!(
+        !out.status.success(),
+        "replay exited 0 with refused samples"
+    );
     let s = l.sink("webpubsub");
     assert_eq!(s["pending"], 0);
     assert_eq!(s["rejected_count"], 3);

@@ -241,3 +241,129 @@ async fn a_new_sink_starts_from_the_oldest_sample_or_from_now() {
 fn sink_pending(l: &Logger) -> u64 {
     l.sink("webpubsub")["pending"].as_u64().unwrap()
 }
+
+/// `n` samples one second apart.
+fn batch(n: i64) -> Vec<hxlog::sample::Sample> {
+    use hxlog::sample::{Reading, Sample, Source};
+    (0..n)
+        .map(|i| {
+            let t = jiff::Timestamp::from_second(1_800_000_000 + i).unwrap();
+            Sample::new("hx-01", t, Source::W1, vec![Reading::ok("T1", None, 50.0)])
+        })
+        .collect()
+}
+
+fn ids(samples: &[hxlog::sample::Sample]) -> Vec<String> {
+    samples.iter().map(|s| s.id.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_refused_message_refuses_only_its_own_samples() {
+    use hxlog::sinks::webpubsub::{ConnectionString, WebPubSubSettings, WebPubSubSink};
+    use hxlog::sinks::{Sink, SinkError};
+    let srv = server().await;
+    let conn = ConnectionString::parse(&srv.connection_string()).unwrap();
+    let mut sink = WebPubSubSink::new(conn, WebPubSubSettings::default())
+        .unwrap()
+        .with_max_message_bytes(2 * 1024);
+    let samples = batch(30);
+    let sizes: Vec<usize> = hxlog::sinks::webpubsub::encode_messages(&samples, 2 * 1024)
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<serde_json::Value>(m).unwrap()["samples"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
+        .collect();
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    let (first, second) = (sizes[0], sizes[1]);
+
+    // message 2 is refused: only its samples are; messages 1, 3, … are delivered
+    srv.inject(Fault::Delay(Duration::ZERO), 1);
+    srv.inject(Fault::BadRequest, 1);
+    let SinkError::RejectedSamples { refused } = sink.send(&samples).await.unwrap_err() else {
+        panic!("not RejectedSamples")
+    };
+    let refused_ids: Vec<String> = refused.iter().map(|r| r.id.to_string()).collect();
+    assert_eq!(refused_ids, ids(&samples[first..first + second]));
+    assert!(
+        refused.iter().all(|r| r.reason.contains("InvalidMessage")),
+        "{refused:?}"
+    );
+    let mut expected = ids(&samples[..first]);
+    expected.extend(ids(&samples[first + second..]));
+    assert_eq!(srv.accepted_ids(), expected);
+    assert_eq!(srv.request_count(), sizes.len());
+
+    // a refusal followed by an outage: the outage wins (the batch is sent again)
+    srv.inject(Fault::BadRequest, 1);
+    srv.inject(Fault::Unavailable, 1);
+    let e = sink.send(&samples).await.unwrap_err();
+    assert_eq!(e.class(), "transient", "{e}");
+
+    // every message refused: the whole batch is
+    srv.inject(Fault::BadRequest, sizes.len());
+    let e = sink.send(&samples).await.unwrap_err();
+    assert!(matches!(e, SinkError::Rejected { .. }), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_rejects_only_the_refused_messages_samples_and_exits_non_zero() {
+    let srv = server().await;
+    // Many long role names make samples big enough that a batch of 500 takes
+    // several 256 KiB messages.
+    let l = Logger::new(json!({ "devicenames": "devicenames.json" }));
+    let roles: serde_json::Map<String, serde_json::Value> = (1..=16)
+        .map(|i| {
+            (
+                format!("T{i}_heat_exchanger_inlet_temperature"),
+                json!(format!("28-{i:012x}")),
+            )
+        })
+        .collect();
+    std::fs::write(
+        l.path().join("devicenames.json"),
+        serde_json::Value::Object(roles).to_string(),
+    )
+    .unwrap();
+    write_secrets(&l, &srv.connection_string(), None);
+    l.ok(&["simulate", "--count", "1500", "--interval", "10s"]);
+    srv.inject(Fault::BadRequest, 1);
+    let out = l.output(&["replay"]);
+    assert!(
+        !out.status.success(),
+        "replay exited 0 with refused samples"
+    );
+    let s = l.sink("webpubsub");
+    let refused = s["rejected_count"].as_u64().unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{refused} samples refused by the sink")),
+        "{err}"
+    );
+    // the refused message was the first of a batch of several messages
+    let first_message = srv.refusals().len();
+    assert_eq!(first_message, 1);
+    assert!(
+        refused > 0 && refused < 500,
+        "{refused} refused: a whole batch"
+    );
+    assert_eq!(s["pending"], 0);
+    let outbox: Vec<String> = {
+        let out = l.ok(&["export", "--since", "30d", "--format", "jsonl"]);
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(outbox.len(), 1500);
+    // every sample but the refused message's reached the service, once, in order
+    assert_eq!(srv.accepted_ids(), outbox[refused as usize..].to_vec());
+}

@@ -1,6 +1,8 @@
 //! The message schema (see the parent module's documentation) and packing a
 //! batch into messages of at most a given size.
 
+use std::ops::Range;
+
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
@@ -93,6 +95,15 @@ impl<'a> WireSample<'a> {
 /// assert_eq!(v["samples"][0]["readings"]["T1"]["celsius"], 61.25);
 /// ```
 pub fn encode_messages(batch: &[Sample], max_bytes: usize) -> Vec<Vec<u8>> {
+    pack(batch, max_bytes)
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect()
+}
+
+/// [`encode_messages`], each message with the positions in `batch` of the
+/// samples it holds (so a refusal can name exactly those samples).
+pub(super) fn pack(batch: &[Sample], max_bytes: usize) -> Vec<(Range<usize>, Vec<u8>)> {
     let wire: Vec<WireSample<'_>> = batch.iter().map(WireSample::new).collect();
     let envelope = |samples: &[WireSample<'_>]| {
         serde_json::to_vec(&Envelope {
@@ -118,7 +129,7 @@ pub fn encode_messages(batch: &[Sample], max_bytes: usize) -> Vec<Vec<u8>> {
             len += 1 + sizes[end];
             end += 1;
         }
-        messages.push(envelope(&wire[start..end]));
+        messages.push((start..end, envelope(&wire[start..end])));
         start = end;
     }
     messages

@@ -24,7 +24,7 @@
 //! |---|---|
 //! | 2xx | delivered |
 //! | 429, 5xx, connection refused/reset, timeout | [`SinkError::Transient`] (with `Retry-After`) |
-//! | 400, 413 | [`SinkError::Rejected`]: this message can never be accepted |
+//! | 400, 413 | this message can never be accepted: its samples alone are refused ([`SinkError::RejectedSamples`], once the batch's other messages went through; [`SinkError::Rejected`] when every message was refused) |
 //! | 401, 403, other 4xx, 3xx | [`SinkError::Permanent`]: a human must fix the key or config |
 //!
 //! # Message schema
@@ -81,7 +81,7 @@ use tracing::debug;
 
 use crate::config::{Config, Secret, Secrets};
 use crate::sample::Sample;
-use crate::sinks::{Sink, SinkError, SinkName};
+use crate::sinks::{Refusal, Sink, SinkError, SinkName};
 
 mod classify;
 mod clock;
@@ -95,6 +95,7 @@ use classify::{classify_status, classify_transport, parse_http_date};
 use clock::clock_hint;
 pub use clock::{ClockState, system_clock_state};
 pub use connection_string::{ConnectionString, ConnectionStringError};
+use message::pack;
 pub use message::{MESSAGE_TYPE, MESSAGE_VERSION, encode_messages};
 pub use token::TOKEN_LIFETIME;
 use token::mint_token;
@@ -375,10 +376,18 @@ impl Sink for WebPubSubSink {
         MAX_BATCH
     }
 
+    /// Sends every message of the batch. A message the service refuses (400,
+    /// 413) refuses only its own samples: the other messages are still sent,
+    /// and the refusal is returned once they all went through
+    /// ([`SinkError::RejectedSamples`], or [`SinkError::Rejected`] when every
+    /// message was refused). Any other failure stops the batch at once and is
+    /// returned as is: the forwarder sends the whole batch again later.
     async fn send(&mut self, batch: &[Sample]) -> Result<(), SinkError> {
-        let messages = encode_messages(batch, self.max_message_bytes);
+        let messages = pack(batch, self.max_message_bytes);
         let total = messages.len();
-        for (i, body) in messages.into_iter().enumerate() {
+        let mut refused: Vec<Refusal> = vec![];
+        let mut reason = None;
+        for (i, (samples, body)) in messages.into_iter().enumerate() {
             let bytes = body.len();
             match self.send_message(body).await {
                 Ok(status) => debug!(
@@ -401,10 +410,21 @@ impl Sink for WebPubSubSink {
                         bytes,
                         "message failed"
                     );
-                    return Err(e);
+                    let SinkError::Rejected { message } = e else {
+                        return Err(e);
+                    };
+                    refused.extend(batch[samples].iter().map(|s| Refusal {
+                        id: s.id,
+                        reason: message.clone(),
+                    }));
+                    reason.get_or_insert(message);
                 }
             }
         }
-        Ok(())
+        match reason {
+            None => Ok(()),
+            Some(message) if refused.len() == batch.len() => Err(SinkError::Rejected { message }),
+            Some(_) => Err(SinkError::RejectedSamples { refused }),
+        }
     }
 }
