@@ -856,7 +856,7 @@ fn parse_http_date(value: &str) -> Option<Timestamp> {
 }
 
 #[cfg(test)]
-#[path = "../../tests/e2e/wps_server.rs"]
+#[path = "../../tests/e2e/support/wps_server.rs"]
 mod wps_server;
 
 #[cfg(test)]
