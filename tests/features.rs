@@ -3,15 +3,12 @@
 //! drives the built `hxlog` binary against a fake w1 sysfs tree in the
 //! scenario's own folder; an unmatched step fails the run (`fail_on_skipped`).
 
-#[path = "e2e/common.rs"]
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
 use cucumber::{World, given, then, when};
+use hxlog_test_support::*;
 use serde_json::{Value, json};
 
 /// One scenario's state.

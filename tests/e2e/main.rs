@@ -1,18 +1,17 @@
-//! End-to-end tests of the built `hxlog` binary, one module per area.
+//! End-to-end tests of the built `hxlog` binary, one module per area. The
+//! helpers live in the `hxlog-test-support` crate (`tests/e2e/support/`); the
+//! `use` lines below keep their short paths (`crate::pg`, `crate::wps_server`).
 
-mod common;
+use hxlog_test_support::{harness as common, logger, pg, proxy, wps_server};
+
 mod foundation;
-mod logger;
 mod ops;
-mod pg;
 mod pg_hang;
 mod pg_quarantine;
 mod pg_tls;
 mod pgbouncer;
 mod postgres;
-mod proxy;
 mod service;
 mod webpubsub;
-mod wps_server;
 mod wps_hardening;
 mod wps_sink;

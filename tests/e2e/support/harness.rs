@@ -3,8 +3,7 @@
 //! deadline-bounded waits and signals.
 //!
 //! Used by every module of the `e2e` test binary and by the cucumber runner
-//! (`#[path = "e2e/common.rs"] mod common;`), so each user needs only part of it.
-#![allow(dead_code)]
+//! through the `hxlog-test-support` crate.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -28,8 +27,17 @@ pub const HXLOG_ENV: [&str; 6] = [
 ];
 
 /// The `hxlog` binary built by cargo for this test run.
-pub fn hxlog_path() -> &'static str {
-    env!("CARGO_BIN_EXE_hxlog")
+pub fn hxlog_path() -> &'static Path {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        // A test binary lives in `target/<profile>/deps/`; cargo puts the
+        // binaries it was built with one level up (as cargo-test-support does).
+        let exe = std::env::current_exe().expect("current_exe");
+        let dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let path = dir.join("hxlog");
+        assert!(path.exists(), "no hxlog binary at {}", path.display());
+        path
+    })
 }
 
 /// A [`Command`] for the built `hxlog` binary with a clean environment (none
@@ -99,7 +107,7 @@ impl std::fmt::Display for Outcome {
 pub fn output(cmd: &mut Command) -> Outcome {
     let out = cmd
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", hxlog_path()));
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", hxlog_path().display()));
     Outcome {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -166,7 +174,7 @@ impl Running {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", hxlog_path()));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", hxlog_path().display()));
         let stderr = child.stderr.take().expect("piped stderr");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
