@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use jiff::Timestamp;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info};
 
 use super::{EXIT_CONFIG, EXIT_FAILURE, forwarder_outbox};
 use crate::config::{Config, Secrets};
@@ -29,7 +29,7 @@ pub async fn drain(
     give_up_after: &str,
 ) -> anyhow::Result<ExitCode> {
     let give_up_after = parse_duration(give_up_after).context("--give-up-after")?;
-    let Some(sinks) = build_sinks(config, only)? else {
+    let Some((sinks, config_errors)) = build_sinks(config, only)? else {
         return Ok(ExitCode::from(EXIT_CONFIG));
     };
     let outbox = Outbox::open_existing(&config.outbox_path())?;
@@ -39,6 +39,7 @@ pub async fn drain(
     }
     drop(outbox);
     let mut replay = Replay::start(config, total, give_up_after)?;
+    replay.failed = config_errors;
     for sink in sinks {
         let (outbox, opts) = (forwarder_outbox(config)?, replay.opts.clone());
         replay
@@ -64,13 +65,14 @@ pub async fn resend(
         .transpose()
         .context("--until")?;
     let give_up_after = parse_duration(give_up_after).context("--give-up-after")?;
-    let Some(sinks) = build_sinks(config, only)? else {
+    let Some((sinks, config_errors)) = build_sinks(config, only)? else {
         return Ok(ExitCode::from(EXIT_CONFIG));
     };
     let outbox = Outbox::open_existing(&config.outbox_path())?;
     let window = outbox.for_each_in_window(since, until, |_| Ok(()))?;
     drop(outbox);
     let mut replay = Replay::start(config, window * sinks.len() as u64, give_up_after)?;
+    replay.failed = config_errors;
     for sink in sinks {
         let (outbox, opts) = (forwarder_outbox(config)?, replay.opts.clone());
         replay.tasks.spawn(async move {
@@ -93,20 +95,28 @@ pub fn skip_to_now(config: &Config, sink: SinkName) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// The sinks to replay to; `None` (after saying what to configure) when there are none.
-fn build_sinks(config: &Config, only: Option<SinkName>) -> anyhow::Result<Option<Vec<AnySink>>> {
+/// The sinks to replay to, and what is wrong with the configured ones that
+/// cannot be built; `None` (after saying what to configure) when there are
+/// none. A sink configured wrongly does not stop the others (in timer mode
+/// `replay` is the only forwarder); it fails the replay at the end. When no
+/// sink can be built (or the one asked for cannot), that is the error.
+fn build_sinks(
+    config: &Config,
+    only: Option<SinkName>,
+) -> anyhow::Result<Option<(Vec<AnySink>, Vec<String>)>> {
     let secrets = Secrets::load(config.secrets.as_deref())?;
     let built = sinks::build(config, &secrets, only);
-    if let Some((name, e)) = built.failed.first() {
-        let others: Vec<&str> = built.sinks.iter().map(|s| s.name()).collect();
-        let hint = match others.as_slice() {
-            [] => String::new(),
-            names => format!("; replay the others with --sink ({})", names.join(", ")),
-        };
-        anyhow::bail!("sink {name} is configured wrongly, nothing was replayed: {e:#}{hint}");
+    let mut errors: Vec<String> = built
+        .failed
+        .iter()
+        .map(|(name, e)| {
+            format!("sink {name} is configured wrongly, nothing was sent to it: {e:#}")
+        })
+        .collect();
+    if built.sinks.is_empty() && !errors.is_empty() {
+        anyhow::bail!("{}", errors.remove(0));
     }
-    let sinks = built.sinks;
-    if sinks.is_empty() {
+    if built.sinks.is_empty() {
         eprintln!(
             "hxlog: no sink configured{}: add PG_DB_* or AZURE_WEBPUBSUB_CONNECTION_STRING to {}",
             only.map(|s| format!(" for {s}")).unwrap_or_default(),
@@ -114,7 +124,10 @@ fn build_sinks(config: &Config, only: Option<SinkName>) -> anyhow::Result<Option
         );
         return Ok(None);
     }
-    Ok(Some(sinks))
+    for e in &errors {
+        error!(error = %e, "replaying to the other sinks");
+    }
+    Ok(Some((built.sinks, errors)))
 }
 
 /// One forwarder task per sink, a shared progress bar, and the report at the end.
@@ -122,6 +135,8 @@ struct Replay {
     progress: ProgressBar,
     opts: ForwardOptions,
     tasks: JoinSet<(&'static str, anyhow::Result<ForwardReport>)>,
+    /// Why the replay fails, whatever the forwarders do (sinks configured wrongly).
+    failed: Vec<String>,
 }
 
 impl Replay {
@@ -150,13 +165,14 @@ impl Replay {
             progress,
             opts,
             tasks: JoinSet::new(),
+            failed: vec![],
         })
     }
 
     /// Waits for every forwarder and reports each sink's outcome (`verb`:
     /// what was done to the samples); fails when any sink did not finish.
     async fn finish(mut self, verb: &str) -> anyhow::Result<ExitCode> {
-        let mut failed = vec![];
+        let mut failed = std::mem::take(&mut self.failed);
         while let Some(joined) = self.tasks.join_next().await {
             let (name, result) = joined.context("replay task panicked")?;
             match result {
