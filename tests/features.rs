@@ -284,7 +284,7 @@ fn unplug(w: &mut Hx, role: String) {
 #[when("the logger is stopped with SIGTERM")]
 fn stop_logger(w: &mut Hx) {
     let running = w.running.as_mut().expect("the logger is not running");
-    let status = running.terminate(Duration::from_secs(5));
+    let status = running.terminate(hxlog_test_support::SIGTERM_DEADLINE);
     let status = status.unwrap_or_else(|| panic!("still running 5 s after SIGTERM"));
     w.last = Some(Outcome {
         code: status.code(),

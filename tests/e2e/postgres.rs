@@ -46,10 +46,11 @@ fn replay_drains_a_backlog_exactly_once() {
         "a configured sink starts with everything pending"
     );
     let out = l.ok(&["replay"]);
+    // the progress bar is hidden without a terminal, so the count is in the log
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("delivered 5000")
-            || String::from_utf8_lossy(&out.stderr).contains("delivered"),
-        "{out:?}"
+        stderr.contains("replay finished") && stderr.contains("delivered=5000"),
+        "{stderr}"
     );
     assert_eq!(db.samples(), 5000);
     assert_eq!(
@@ -73,7 +74,7 @@ fn run_forwards_each_sample_promptly_and_stops_on_sigterm() {
     wait_until(Duration::from_secs(60), "3 samples reach Postgres", || {
         db.samples() >= 3
     });
-    let status = terminate(&mut child, Duration::from_secs(5));
+    let status = terminate(&mut child, hxlog_test_support::SIGTERM_DEADLINE);
     assert!(status.success(), "exit {status}");
     let log = std::fs::read_to_string(l.log_path()).unwrap();
     let sampled = log.lines().filter(|l| l.contains("INFO sample ")).count() as u64;
@@ -270,7 +271,7 @@ fn tls_modes_against_the_local_server() {
 /// Stops `hxlog run` with SIGTERM (clean exit), replays what was pending, and
 /// checks that Postgres holds every outbox sample exactly once.
 fn stop_and_check_exactly_once(l: &Logger, db: &TestDb, child: &mut std::process::Child) {
-    assert!(terminate(child, Duration::from_secs(5)).success());
+    assert!(terminate(child, hxlog_test_support::SIGTERM_DEADLINE).success());
     l.ok(&["replay"]);
     assert_eq!(db.samples() as u64, l.samples());
     assert_eq!(
@@ -312,12 +313,19 @@ fn a_terminated_backend_is_survived() {
 fn migrations_are_safe_when_many_devices_start_at_once() {
     let db = db_or_skip!();
     let loggers: Vec<Logger> = (0..6).map(|_| logger(&db, None, &[], json!({}))).collect();
+    // all six start before any is waited for, so the advisory lock is contended
     let children: Vec<_> = loggers
         .iter()
-        .map(|l| l.cmd(&["migrate"]).output())
+        .map(|l| {
+            l.cmd(&["migrate"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
-    for out in children {
-        let out = out.unwrap();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
             "{}",

@@ -70,7 +70,7 @@ async fn publishes_each_sample_as_it_is_taken() {
     write_secrets(&l, &srv.connection_string(), None);
     let mut child = l.spawn_run();
     srv.wait_for_ids(3, Duration::from_secs(60)).await;
-    assert!(terminate(&mut child, Duration::from_secs(5)).success());
+    assert!(terminate(&mut child, hxlog_test_support::SIGTERM_DEADLINE).success());
     for m in srv.accepted_messages() {
         wps_server::check_message(&m).unwrap();
         assert_eq!(
@@ -177,7 +177,7 @@ async fn the_two_sinks_fail_independently() {
     });
     assert!(db.samples() <= pg_before + 1, "Postgres was cut");
     proxy.restore();
-    assert!(terminate(&mut child, Duration::from_secs(5)).success());
+    assert!(terminate(&mut child, hxlog_test_support::SIGTERM_DEADLINE).success());
     l.ok(&["replay"]);
     let ids = outbox_ids(&l);
     assert_eq!(db.samples() as usize, ids.len());
@@ -273,7 +273,7 @@ async fn secrets_never_appear_in_logs_at_any_level() {
         .spawn()
         .unwrap();
     srv.wait_for_ids(3, Duration::from_secs(60)).await;
-    assert!(terminate(&mut child, Duration::from_secs(5)).success());
+    assert!(terminate(&mut child, hxlog_test_support::SIGTERM_DEADLINE).success());
     let text = std::fs::read_to_string(l.log_path()).unwrap();
     assert!(
         text.lines().count() > 20,

@@ -115,11 +115,36 @@ pub fn output(cmd: &mut Command) -> Outcome {
     }
 }
 
-/// Polls `condition` until it is true or `deadline` has passed; true when it
-/// became true. The pause between polls is only to spare the CPU: the
-/// deadline, not a sleep, decides the outcome.
+/// `HXLOG_TEST_TIME_FACTOR` (default 1): how much slower than this machine
+/// the tests run, e.g. 8 under qemu. Every deadline in this crate is
+/// multiplied by it; the assertions stay the same.
+pub fn time_factor() -> f64 {
+    static FACTOR: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *FACTOR.get_or_init(|| match std::env::var("HXLOG_TEST_TIME_FACTOR") {
+        Ok(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|f| *f >= 1.0)
+            .unwrap_or_else(|| panic!("HXLOG_TEST_TIME_FACTOR={v:?}: want a number >= 1")),
+        Err(_) => 1.0,
+    })
+}
+
+/// How long a test gives `hxlog` to exit after SIGTERM: well above the 5 s
+/// grace the forwarder itself allows an in-flight batch.
+pub const SIGTERM_DEADLINE: Duration = Duration::from_secs(20);
+
+/// `deadline` stretched by [`time_factor`].
+pub fn scaled(deadline: Duration) -> Duration {
+    deadline.mul_f64(time_factor())
+}
+
+/// Polls `condition` until it is true or `deadline` (scaled by
+/// [`time_factor`]) has passed; true when it became true. The pause between
+/// polls is only to spare the CPU: the deadline, not a sleep, decides the
+/// outcome.
 pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + deadline;
+    let end = Instant::now() + scaled(deadline);
     loop {
         if condition() {
             return true;

@@ -204,9 +204,18 @@ impl TestServer {
         self.shared.lock().refusals.clone()
     }
 
-    /// Waits until at least `count` sample ids have been accepted, or `timeout`
-    /// passes; returns the accepted ids either way.
+    /// Waits until at least `count` sample ids have been accepted and returns
+    /// them; panics when fewer were accepted by `timeout`, so a caller cannot
+    /// mistake "nothing arrived" for success.
     pub async fn wait_for_ids(&self, count: usize, timeout: Duration) -> Vec<String> {
+        // scaled like every deadline of the test support (harness::time_factor;
+        // repeated here because this file is also included from unit tests)
+        let factor = std::env::var("HXLOG_TEST_TIME_FACTOR")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(1.0)
+            .max(1.0);
+        let timeout = timeout.mul_f64(factor);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.shared.changed.notified();
@@ -217,7 +226,13 @@ impl TestServer {
                 return ids;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.accepted_ids();
+                let ids = self.accepted_ids();
+                assert!(
+                    ids.len() >= count,
+                    "timed out after {timeout:?} with {} of {count} ids accepted",
+                    ids.len()
+                );
+                return ids;
             }
         }
     }
