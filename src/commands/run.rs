@@ -55,7 +55,8 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         tasks.spawn(forward(sink, forwarder_outbox(config)?, follow()));
     }
 
-    let sampler = Sampler::new(sensors, config.device_id.clone(), SharedOutbox::new(outbox));
+    let sampler = Sampler::new(sensors, config.device_id.clone(), SharedOutbox::new(outbox))
+        .with_clock_sync(config.clock_sync.clone());
     crate::notify::ready("sampling");
     let result = run_loop(
         sampler,

@@ -31,7 +31,11 @@
 //! one or more samples, oldest first. In steady state a message holds one
 //! sample; when catching up after an outage the samples of a batch are packed
 //! into as few messages as fit in [`MAX_MESSAGE_BYTES`] each. Delivery is at
-//! least once: a subscriber must deduplicate on `id`.
+//! least once: a subscriber must deduplicate on `id`, **replacing** an earlier
+//! copy by the later one: a sample taken before the device's clock was
+//! synchronised may be published `unsynced` and, once its time is corrected,
+//! published again with the same `id`, `"clock": "corrected"` and the true
+//! `taken_at`.
 //!
 //! ```json
 //! {
@@ -42,6 +46,8 @@
 //!       "id": "019ac9e2-3c00-7d4e-9f3a-2b1c0d9e8f70",
 //!       "device_id": "hx-01",
 //!       "taken_at": "2026-11-28T10:00:00Z",
+//!       "clock": "synced",
+//!       "taken_at_raw": null,
 //!       "source": "w1",
 //!       "mock": false,
 //!       "readings": {
@@ -63,6 +69,13 @@
 //!
 //! * `id`: the sample's UUIDv7, unique across devices and restarts; the dedup key.
 //! * `taken_at`: RFC 3339, UTC.
+//! * `clock`: `synced` (the device's clock was synchronised), `unsynced` (it
+//!   was not: `taken_at` may be far off; sent once `clock_sync_wait` passed
+//!   without a sync) or `corrected` (`taken_at` recomputed from the boot clock
+//!   after the sync); `taken_at_raw` is the time first recorded, set only when
+//!   `corrected`. Added in version 1 without a bump: adding fields is
+//!   compatible, subscribers ignore keys they do not know. A removed or
+//!   renamed field, or one whose meaning changes, bumps `version`.
 //! * `source`: `w1` (real sensors) or `mock` (simulated); `mock` is `true`
 //!   exactly when `source` is `mock`, so simulated data is visibly marked.
 //! * `readings`: one entry per mapped role, in mapping order. `celsius` is a
