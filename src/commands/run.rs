@@ -48,6 +48,7 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let mut follow = || {
         let mut opts = ForwardOptions::new(Mode::Follow, config.retry_max, shutdown.clone());
         opts.send_timeout = config.send_timeout;
+        opts.clock_sync_wait = Some(config.clock_sync_wait);
         wakes.push(opts.wake.clone());
         opts
     };

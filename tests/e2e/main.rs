@@ -1,5 +1,6 @@
 //! End-to-end tests of the built `hxlog` binary, one module per area.
 
+mod clock;
 mod common;
 mod foundation;
 mod logger;
