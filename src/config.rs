@@ -621,7 +621,7 @@ mod tests {
         }
         assert_eq!(
             doc.as_object().unwrap().len() - 1,
-            20,
+            22,
             "every RawConfig key appears in the example"
         );
         assert_eq!(raw.interval.as_deref(), Some("30s"));
