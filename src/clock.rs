@@ -133,9 +133,10 @@ impl Observation {
         }
     }
 
-    /// The anchor of this boot, if the clock is synced.
+    /// The anchor of this boot, if the clock is synced (and the boot is
+    /// known: without a boot id no sample can be told from another boot's).
     pub fn anchor(&self) -> Option<Anchor> {
-        self.synced.then(|| Anchor {
+        (self.synced && !self.boot_id.is_empty()).then(|| Anchor {
             boot_id: self.boot_id.clone(),
             offset_us: self.wall.as_microsecond() - self.boottime_us,
         })
@@ -210,7 +211,7 @@ impl ClockWatch {
             ),
             Some(prev) => {
                 if let Some(jump) = step(prev, &now) {
-                    warn!(step = %format!("{jump:#}"), from = %prev.wall, to = %now.wall, "the system clock was stepped while synchronised");
+                    warn!(step = %format!("{:+.3}s", jump.as_secs_f64()), from = %prev.wall, to = %now.wall, "the system clock was stepped while synchronised");
                 }
             }
             None => {}
@@ -267,6 +268,7 @@ mod tests {
     #[test]
     fn an_unsynced_observation_has_no_anchor() {
         assert_eq!(obs(1000, 10, "b", false).anchor(), None);
+        assert_eq!(obs(1000, 10, "", true).anchor(), None, "unknown boot");
     }
 
     #[test]

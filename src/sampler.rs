@@ -97,7 +97,7 @@ impl Sampler {
             } else {
                 ClockState::Unsynced
             },
-            boot_id: Some(obs.boot_id),
+            boot_id: Some(obs.boot_id).filter(|b| !b.is_empty()),
             boottime_us: Some(obs.boottime_us),
             taken_at_raw: None,
         };

@@ -649,6 +649,11 @@ impl Outbox {
             "DELETE FROM samples WHERE seq <= ?1 AND taken_at_us < ?2",
             params![min_delivered, cutoff.as_microsecond()],
         )?;
+        // revisions of pruned samples have nothing left to resend
+        self.conn.execute(
+            "DELETE FROM revisions WHERE seq NOT IN (SELECT seq FROM samples)",
+            [],
+        )?;
         Ok(n)
     }
 }

@@ -361,3 +361,29 @@ fn timer_mode_samples_are_stamped_and_corrected_by_the_next_sample() {
         (json!(0), json!(3))
     );
 }
+
+#[test]
+fn a_clock_step_while_synced_is_logged_and_samples_stay_synced() {
+    let c = Clocked::new(json!({}));
+    c.sync();
+    let mut run = c.spawn_run();
+    wait_until(WAIT, "two synced samples", || c.l.samples() >= 2);
+    // an NTP step of 30 s forward
+    c.set_fake("+30");
+    wait_until(WAIT, "the step logged", || {
+        c.log()
+            .contains("the system clock was stepped while synchronised")
+    });
+    assert!(terminate(&mut run, Duration::from_secs(10)).success());
+    let log = c.log();
+    let step: f64 = log
+        .split("step=")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no step= field: {log}"));
+    assert!((step - 30.0).abs() < 1.0, "step {step}: {log}");
+    for s in c.exported() {
+        assert_eq!(s["clock"], "synced", "{s}");
+    }
+}
