@@ -86,6 +86,15 @@ pub struct RawConfig {
     /// How long one delivery attempt (one batch) may take before it is
     /// abandoned and retried, e.g. `"60s"` (default 60s, at least 1s).
     pub send_timeout: Option<String>,
+    /// How hxlog knows the system clock is synchronised: `"kernel"` (default,
+    /// the kernel's `adjtimex()` status), `"always"` (a battery-backed RTC) or
+    /// an absolute file path whose existence means synced (e.g.
+    /// `/run/systemd/timesync/synchronized`).
+    pub clock_sync: Option<String>,
+    /// How long a sink holds back samples taken before the clock synchronised,
+    /// waiting for their correction, e.g. `"10m"` (default 10m, at most 24h;
+    /// `"0s"` sends them at once, marked unsynced).
+    pub clock_sync_wait: Option<String>,
     /// Largest batch per Postgres statement (default 2000).
     pub postgres_batch_size: Option<usize>,
     /// Web PubSub hub name (default `heatexchanger`).
@@ -129,6 +138,10 @@ pub struct Config {
     pub retry_max: Duration,
     /// Longest delivery attempt.
     pub send_timeout: Duration,
+    /// How clock synchronisation is detected.
+    pub clock_sync: crate::clock::ClockSync,
+    /// How long unsynced samples of the current boot are held back from sinks.
+    pub clock_sync_wait: Duration,
     /// Largest Postgres batch.
     pub postgres_batch_size: usize,
     /// Web PubSub hub.
@@ -302,6 +315,18 @@ impl RawConfig {
                 );
             }
         }
+        let clock_sync = match self.clock_sync.as_deref() {
+            None => crate::clock::ClockSync::default(),
+            Some(v) => v
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("{where_}: {e}"))?,
+        };
+        let clock_sync_wait = dur("clock_sync_wait", &self.clock_sync_wait, "10m")?;
+        if clock_sync_wait > Duration::from_secs(24 * 3600) {
+            bail!(
+                "{where_}: \"clock_sync_wait\" must be at most 24h (live views would stay dark while NTP is blocked)"
+            );
+        }
         let postgres_batch_size = self.postgres_batch_size.unwrap_or(2000);
         if !(1..=100_000).contains(&postgres_batch_size) {
             bail!("{where_}: \"postgres_batch_size\" must be between 1 and 100000");
@@ -326,6 +351,8 @@ impl RawConfig {
             retry_max: dur("retry_max", &self.retry_max, "5m")?.max(Duration::from_secs(1)),
             send_timeout: dur("send_timeout", &self.send_timeout, "60s")?
                 .max(Duration::from_secs(1)),
+            clock_sync,
+            clock_sync_wait,
             postgres_batch_size,
             webpubsub_hub: self.webpubsub_hub.unwrap_or_else(|| "heatexchanger".into()),
             webpubsub_group: self.webpubsub_group.filter(|g| !g.is_empty()),
@@ -594,7 +621,7 @@ mod tests {
         }
         assert_eq!(
             doc.as_object().unwrap().len() - 1,
-            20,
+            22,
             "every RawConfig key appears in the example"
         );
         assert_eq!(raw.interval.as_deref(), Some("30s"));

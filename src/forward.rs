@@ -13,6 +13,12 @@
 //! rest of a partly refused batch is acked.
 //! Each sink has its own cursor, so one sink down never delays another.
 //!
+//! Trustworthy time: with `clock_sync_wait` set, the `unsynced` samples of the
+//! current boot are held back that long (the batch ends before the first of
+//! them), so that they usually go out corrected. A sample the sink received
+//! before it was corrected (a revision in the outbox) is sent again, before
+//! new samples; sinks replace it by id.
+//!
 //! Architecture invariant: an ack is written only after the sink returned `Ok`
 //! (or `RejectedSamples`, for the samples it does not name),
 //! so a crash anywhere means a resend, never a loss; sinks are idempotent on the
@@ -28,7 +34,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::outbox::{Outbox, SharedOutbox, Stored};
+use crate::outbox::{Hold, Outbox, SharedOutbox, Stored};
 use crate::sample::Sample;
 use crate::sinks::{Refusal, Sink, SinkError};
 
@@ -111,6 +117,10 @@ pub struct ForwardOptions {
     /// How long one [`Sink::send`] may take; then it is abandoned (dropped,
     /// not acked) and counted as a transient error.
     pub send_timeout: Duration,
+    /// How long `unsynced` samples of the current boot are held back, waiting
+    /// for the clock to synchronise (config `clock_sync_wait`); `None` sends
+    /// them at once.
+    pub clock_sync_wait: Option<Duration>,
 }
 
 impl ForwardOptions {
@@ -125,6 +135,7 @@ impl ForwardOptions {
             poll: Duration::from_secs(1),
             on_progress: None,
             send_timeout: DEFAULT_SEND_TIMEOUT,
+            clock_sync_wait: None,
         }
     }
 }
@@ -188,7 +199,27 @@ pub async fn forward<S: Sink>(
             report.interrupted = true;
             break;
         }
-        let batch = match outbox.call(move |o| o.pending(name, max_batch)).await {
+        match resend_revised(&mut sink, &outbox, &opts).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                error!(sink = name, error = %format!("{e:#}"), "cannot resend corrected samples; retrying");
+                if wait(&opts, Duration::from_secs(1)).await {
+                    report.interrupted = true;
+                    break;
+                }
+                continue;
+            }
+        }
+        let hold = opts.clock_sync_wait.map(|w| Hold {
+            boot_id: crate::clock::boot_id(),
+            boottime_after_us: crate::clock::boottime_us()
+                .saturating_sub(w.as_micros().min(i64::MAX as u128) as i64),
+        });
+        let batch = match outbox
+            .call(move |o| o.pending_held(name, max_batch, hold.as_ref()))
+            .await
+        {
             Ok(b) => b,
             Err(e) => {
                 error!(sink = name, error = %format!("{e:#}"), "cannot read the outbox; retrying");
@@ -251,6 +282,38 @@ pub async fn forward<S: Sink>(
         "forwarder stopped"
     );
     Ok(report)
+}
+
+/// Sends again the samples `sink` received before their time was corrected.
+/// Returns true when there were revisions to go through or shutdown
+/// interrupted them (the loop then looks again), false when there were none.
+async fn resend_revised<S: Sink>(
+    sink: &mut S,
+    outbox: &SharedOutbox,
+    opts: &ForwardOptions,
+) -> anyhow::Result<bool> {
+    let name = sink.name();
+    let max_batch = sink.max_batch().max(1);
+    let (samples, rev) = outbox.call(move |o| o.revised(name, max_batch)).await?;
+    let Some(rev) = rev else { return Ok(false) };
+    if !samples.is_empty() {
+        let samples: Vec<Sample> = samples.into_iter().map(|s| s.sample).collect();
+        let n = samples.len();
+        let Outcome::Done { refused } = send_with_retry(sink, &samples, outbox, opts).await? else {
+            // Interrupted: the loop looks at shutdown next.
+            return Ok(true);
+        };
+        if let Some((_, reason)) = refused.first() {
+            error!(sink = name, samples = refused.len(), of = n, reason = %reason, "sink refused corrected samples; the uncorrected copies stay");
+        }
+        info!(
+            sink = name,
+            samples = n - refused.len(),
+            "sent samples again with their corrected time"
+        );
+    }
+    outbox.call(move |o| o.ack_revised(name, rev)).await?;
+    Ok(true)
 }
 
 /// Re-sends every sample taken in `[since, until)` to `sink`, whether or not it

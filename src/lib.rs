@@ -9,6 +9,7 @@
 pub mod when;
 pub mod sample;
 pub mod efficiency;
+pub mod clock;
 pub mod config;
 pub mod sensors;
 pub mod outbox;

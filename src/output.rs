@@ -11,7 +11,8 @@ use crate::outbox::Stored;
 use crate::sample::{Reading, Source};
 
 /// The CSV header: `taken_at, device_id, source, <roles…>, effectiveness,
-/// hot_effectiveness, cold_effectiveness, lmtd_k, <role>_quality, <role>_reason…, sample_id`.
+/// hot_effectiveness, cold_effectiveness, lmtd_k, <role>_quality, <role>_reason…, sample_id,
+/// clock, taken_at_raw` (the last two appended so older readers by position keep working).
 pub fn csv_header(roles: &[String]) -> Vec<String> {
     let mut h: Vec<String> = ["taken_at", "device_id", "source"]
         .map(String::from)
@@ -31,6 +32,8 @@ pub fn csv_header(roles: &[String]) -> Vec<String> {
         h.push(format!("{r}_reason"));
     }
     h.push("sample_id".into());
+    h.push("clock".into());
+    h.push("taken_at_raw".into());
     h
 }
 
@@ -70,6 +73,13 @@ pub fn csv_row(s: &Stored, roles: &[String]) -> Vec<String> {
         }
     }
     row.push(s.id.to_string());
+    row.push(s.clock.state.to_string());
+    row.push(
+        s.clock
+            .taken_at_raw
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+    );
     row
 }
 
@@ -95,6 +105,8 @@ pub fn sample_json(s: &Stored) -> Value {
         "seq": s.seq,
         "device_id": x.device_id,
         "taken_at": x.taken_at.to_string(),
+        "clock": x.clock.state,
+        "taken_at_raw": x.clock.taken_at_raw.map(|t| t.to_string()),
         "source": x.source,
         "mock": x.source == Source::Mock,
         "readings": readings,
@@ -143,6 +155,8 @@ mod tests {
                 "seq",
                 "device_id",
                 "taken_at",
+                "clock",
+                "taken_at_raw",
                 "source",
                 "mock",
                 "readings",
@@ -181,5 +195,38 @@ mod tests {
         assert_eq!(col("effectiveness"), "");
         assert_eq!(col("taken_at"), "2027-01-15T08:00:00Z");
         assert_eq!(col("source"), "w1");
+        assert_eq!(
+            (col("clock"), col("taken_at_raw")),
+            ("synced".into(), "".into())
+        );
+    }
+
+    #[test]
+    fn a_corrected_sample_shows_its_raw_time() {
+        let mut s = stored(1, Source::Mock, vec![Reading::ok("T1", None, 60.0)]);
+        s.sample.clock = crate::sample::ClockStamp {
+            state: crate::sample::ClockState::Corrected,
+            boot_id: Some("b".into()),
+            boottime_us: Some(5),
+            taken_at_raw: Some(Timestamp::from_second(1_799_740_800).unwrap()),
+        };
+        let v = sample_json(&s);
+        assert_eq!(v["clock"], json!("corrected"));
+        assert_eq!(v["taken_at_raw"], json!("2027-01-12T08:00:00Z"));
+        let roles = vec!["T1".to_string()];
+        let h = csv_header(&roles);
+        let row = csv_row(&s, &roles);
+        assert_eq!(&h[h.len() - 2..], ["clock", "taken_at_raw"]);
+        assert_eq!(&row[row.len() - 2..], ["corrected", "2027-01-12T08:00:00Z"]);
+        let unsynced = crate::sample::ClockStamp {
+            state: crate::sample::ClockState::Unsynced,
+            ..s.sample.clock.clone()
+        };
+        s.sample.clock = crate::sample::ClockStamp {
+            taken_at_raw: None,
+            ..unsynced
+        };
+        assert_eq!(sample_json(&s)["clock"], json!("unsynced"));
+        assert_eq!(sample_json(&s)["taken_at_raw"], json!(null));
     }
 }

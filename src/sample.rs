@@ -126,6 +126,68 @@ impl std::fmt::Display for Quality {
     }
 }
 
+/// Whether a sample's `taken_at` can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockState {
+    /// The system clock was synchronised when the sample was taken.
+    #[default]
+    Synced,
+    /// It was not (no NTP yet after boot): `taken_at` may be far off.
+    Unsynced,
+    /// Taken unsynchronised, `taken_at` recomputed from boottime once the
+    /// clock synchronised later in the same boot (`taken_at_raw` keeps the
+    /// original).
+    Corrected,
+}
+
+impl ClockState {
+    /// The stable lowercase name used in every output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockState::Synced => "synced",
+            ClockState::Unsynced => "unsynced",
+            ClockState::Corrected => "corrected",
+        }
+    }
+}
+
+impl std::fmt::Display for ClockState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ClockState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "synced" => Ok(ClockState::Synced),
+            "unsynced" => Ok(ClockState::Unsynced),
+            "corrected" => Ok(ClockState::Corrected),
+            other => Err(format!(
+                "unknown clock state {other:?} (expected synced, unsynced or corrected)"
+            )),
+        }
+    }
+}
+
+/// What a sample knows about the clock it was taken with.
+///
+/// `boot_id` and `boottime_us` are `None` only for samples stored before
+/// hxlog recorded them (they count as synced: nothing better is known).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClockStamp {
+    /// `synced`, `unsynced` or `corrected`.
+    pub state: ClockState,
+    /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`).
+    pub boot_id: Option<String>,
+    /// `CLOCK_BOOTTIME` at sampling, microseconds (counts suspend).
+    pub boottime_us: Option<i64>,
+    /// The wall time first recorded, kept when `taken_at` was corrected.
+    pub taken_at_raw: Option<Timestamp>,
+}
+
 /// One sensor's contribution to a sample.
 ///
 /// Invariant: `celsius.is_some()` exactly when `quality == Quality::Ok`; build
@@ -206,6 +268,9 @@ pub struct Sample {
     pub readings: Vec<Reading>,
     /// Derived from T1..T4.
     pub efficiency: Efficiency,
+    /// The clock's state when the sample was taken (and whether `taken_at`
+    /// was corrected since).
+    pub clock: ClockStamp,
 }
 
 impl Sample {
@@ -238,11 +303,19 @@ impl Sample {
             source,
             readings,
             efficiency: Efficiency::default(),
+            clock: ClockStamp::default(),
         };
         // A missing reading makes every figure that needs it `None`.
         let [t1, t2, t3, t4] = STANDARD_ROLES.map(|role| sample.celsius(role));
         sample.efficiency = Efficiency::compute(t1, t2, t3, t4);
         sample
+    }
+
+    /// The sample with its clock stamp (a sample is `synced` with no boot
+    /// information until stamped).
+    pub fn with_clock(mut self, clock: ClockStamp) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The reading for `role`, if the mapping has it.

@@ -4,6 +4,12 @@
 //! Sampling never waits on the network. A sample whose write fails (disk full,
 //! outbox locked) is kept in memory, bounded, and written first next cycle;
 //! the loop never stops because of a failed read or write.
+//!
+//! Each sample is stamped with the clock's state, boot id and boottime
+//! ([`crate::clock`]); the first time the sampler sees the clock synchronised
+//! (and again after writing unsynced samples) it has the outbox correct the
+//! unsynced samples of the current boot. Timer mode (`hxlog sample`) does the
+//! same, so whichever process first sees the sync applies the correction.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,8 +20,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::clock::{ClockSync, ClockWatch, Observation};
 use crate::outbox::SharedOutbox;
-use crate::sample::{Sample, Source};
+use crate::sample::{ClockStamp, ClockState, Sample, Source};
 use crate::sensors::Sensors;
 
 /// Samples kept in memory while the outbox cannot be written (a week at 60 s).
@@ -29,6 +36,10 @@ pub struct Sampler {
     outbox: SharedOutbox,
     unwritten: VecDeque<Sample>,
     dropped: u64,
+    clock: ClockWatch,
+    /// True until the outbox has been told of a sync since the last unsynced
+    /// sample was written.
+    correction_due: bool,
 }
 
 impl Sampler {
@@ -41,12 +52,55 @@ impl Sampler {
             outbox,
             unwritten: VecDeque::new(),
             dropped: 0,
+            clock: ClockWatch::new(ClockSync::default()),
+            correction_due: true,
+        }
+    }
+
+    /// Decides clock synchronisation with `sync` (default: the kernel's).
+    pub fn with_clock_sync(mut self, sync: ClockSync) -> Self {
+        self.clock = ClockWatch::new(sync);
+        self
+    }
+
+    /// Once the clock is synced: corrects the outbox's unsynced samples of
+    /// this boot (a failure is logged and retried next cycle).
+    async fn correct_if_synced(&mut self, obs: &Observation) {
+        let Some(anchor) = obs.anchor().filter(|_| self.correction_due) else {
+            return;
+        };
+        let now = obs.wall;
+        match self.outbox.call(move |o| o.record_sync(&anchor, now)).await {
+            Ok(n) => {
+                self.correction_due = false;
+                if n > 0 {
+                    info!(
+                        corrected = n,
+                        "corrected the taken_at of samples taken before the clock was synchronised (taken_at_raw keeps the original)"
+                    );
+                }
+            }
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "cannot record the clock synchronisation in the outbox; retrying next cycle")
+            }
         }
     }
 
     /// Reads every sensor once (on a blocking thread) and builds the sample.
     pub async fn read(&mut self) -> anyhow::Result<Sample> {
-        let taken_at = Timestamp::now();
+        let obs = self.clock.observe();
+        self.correct_if_synced(&obs).await;
+        let taken_at = obs.wall;
+        let stamp = ClockStamp {
+            state: if obs.synced {
+                ClockState::Synced
+            } else {
+                ClockState::Unsynced
+            },
+            boot_id: Some(obs.boot_id).filter(|b| !b.is_empty()),
+            boottime_us: Some(obs.boottime_us),
+            taken_at_raw: None,
+        };
         let mut sensors = self
             .sensors
             .take()
@@ -57,12 +111,7 @@ impl Sampler {
         })
         .await?;
         self.sensors = Some(sensors);
-        Ok(Sample::new(
-            self.device_id.clone(),
-            taken_at,
-            self.source,
-            readings,
-        ))
+        Ok(Sample::new(self.device_id.clone(), taken_at, self.source, readings).with_clock(stamp))
     }
 
     /// Commits `sample`, after any earlier samples whose write failed. On error
@@ -91,6 +140,13 @@ impl Sampler {
             .await;
         match result {
             Ok(seq) => {
+                if self
+                    .unwritten
+                    .iter()
+                    .any(|s| s.clock.state == ClockState::Unsynced)
+                {
+                    self.correction_due = true;
+                }
                 if self.unwritten.len() > 1 {
                     info!(samples = self.unwritten.len(), "wrote samples held in memory while the outbox was unwritable");
                 }

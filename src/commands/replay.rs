@@ -149,6 +149,7 @@ impl Replay {
         let mut opts =
             ForwardOptions::new(Mode::Drain { give_up_after }, config.retry_max, shutdown);
         opts.send_timeout = config.send_timeout;
+        opts.clock_sync_wait = Some(config.clock_sync_wait);
         opts.on_progress = Some({
             let p = progress.clone();
             let step = (total / 20).max(1000);

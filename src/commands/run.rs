@@ -42,6 +42,7 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let mut follow = || {
         let mut opts = ForwardOptions::new(Mode::Follow, config.retry_max, shutdown.clone());
         opts.send_timeout = config.send_timeout;
+        opts.clock_sync_wait = Some(config.clock_sync_wait);
         wakes.push(opts.wake.clone());
         opts
     };
@@ -49,7 +50,8 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         tasks.spawn(forward(sink, forwarder_outbox(config)?, follow()));
     }
 
-    let sampler = Sampler::new(sensors, config.device_id.clone(), SharedOutbox::new(outbox));
+    let sampler = Sampler::new(sensors, config.device_id.clone(), SharedOutbox::new(outbox))
+        .with_clock_sync(config.clock_sync.clone());
     crate::notify::ready("sampling");
     let result = run_loop(
         sampler,

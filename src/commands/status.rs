@@ -68,11 +68,13 @@ pub fn status(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
     let st = outbox.status(&sinks)?;
     let last = outbox.last()?;
     let bus_trouble = bus_trouble(config);
+    let clock = clock_state(config, &outbox, &st)?;
     if as_json {
         let sensors = last.as_ref().map(crate::output::sample_json);
         let out = json!({
             "device_id": config.device_id,
             "source": config.effective_source(),
+            "clock": &clock,
             "outbox": &st,
             "configured_sinks": sinks,
             "sink_config_errors": config_errors,
@@ -90,12 +92,75 @@ pub fn status(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
         last.as_ref(),
         bus_trouble.as_deref(),
     );
+    print_clock(&clock);
     Ok(ExitCode::SUCCESS)
 }
 
 /// What `status` says about a sink configured wrongly.
 const NOT_FORWARDING: &str =
     "CONFIGURATION ERROR, not forwarding (samples are kept for it; fix it and restart hxlog)";
+
+/// The clock as `status` shows it.
+#[derive(Debug, serde::Serialize)]
+struct ClockStatus {
+    /// `synced` or `unsynced`, now.
+    state: crate::sample::ClockState,
+    /// How synchronisation is detected (`clock_sync`).
+    clock_sync: String,
+    /// Synced: when hxlog first saw it synced in this boot (null if no
+    /// sample was taken since). Unsynced: the boot, by the unsynced clock.
+    since: Option<Timestamp>,
+    /// The current boot.
+    boot_id: String,
+    /// Samples still marked unsynced (every boot).
+    unsynced_samples: u64,
+    /// Samples whose time was corrected.
+    corrected_samples: u64,
+    /// What to check when unsynced.
+    hint: Option<String>,
+}
+
+fn clock_state(config: &Config, outbox: &Outbox, st: &OutboxStatus) -> anyhow::Result<ClockStatus> {
+    use crate::sample::ClockState;
+    let obs = crate::clock::Observation::now(&config.clock_sync);
+    let (state, since) = if obs.synced {
+        let anchor = outbox.anchor(&obs.boot_id)?;
+        (ClockState::Synced, anchor.map(|a| a.synced_at))
+    } else {
+        let boot = obs
+            .wall
+            .checked_sub(jiff::SignedDuration::from_micros(obs.boottime_us))
+            .ok();
+        (ClockState::Unsynced, boot)
+    };
+    Ok(ClockStatus {
+        state,
+        clock_sync: config.clock_sync.to_string(),
+        since,
+        boot_id: obs.boot_id,
+        unsynced_samples: st.unsynced_samples,
+        corrected_samples: st.corrected_samples,
+        hint: (!obs.synced).then(|| config.clock_sync.unsynced_hint()),
+    })
+}
+
+fn print_clock(c: &ClockStatus) {
+    let since = match (c.state, c.since) {
+        (crate::sample::ClockState::Unsynced, Some(t)) => {
+            format!(" since boot ({t} by this unsynchronised clock)")
+        }
+        (_, Some(t)) => format!(" since {t}"),
+        (_, None) => String::new(),
+    };
+    println!("clock:    {}{since} (clock_sync {})", c.state, c.clock_sync);
+    println!(
+        "          {} samples unsynced, {} corrected",
+        c.unsynced_samples, c.corrected_samples
+    );
+    if let Some(h) = &c.hint {
+        println!("          {h}");
+    }
+}
 
 fn print_text(
     config: &Config,

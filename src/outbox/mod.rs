@@ -16,15 +16,22 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use uuid::Uuid;
 
+use crate::clock::Anchor;
 use crate::config::Synchronous;
 use crate::efficiency::Efficiency;
-use crate::sample::{Reading, Sample, Source};
+use crate::sample::{ClockStamp, ClockState, Reading, Sample, Source};
 
 /// The migrations, in order; index + 1 is the `user_version` after applying.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_outbox.sql",
-    include_str!("../../schema/sqlite/0001_outbox.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_outbox.sql",
+        include_str!("../../schema/sqlite/0001_outbox.sql"),
+    ),
+    (
+        "0002_clock.sql",
+        include_str!("../../schema/sqlite/0002_clock.sql"),
+    ),
+];
 
 /// A sample as stored, with its position in the outbox.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,8 +84,32 @@ pub struct OutboxStatus {
     pub oldest: Option<Timestamp>,
     /// Newest stored sample.
     pub newest: Option<Timestamp>,
+    /// Samples taken before the clock was synchronised and not corrected (yet).
+    pub unsynced_samples: u64,
+    /// Samples whose `taken_at` was corrected after the clock synchronised.
+    pub corrected_samples: u64,
     /// Per-sink delivery state.
     pub sinks: Vec<SinkState>,
+}
+
+/// Which pending samples a forwarder holds back: the `unsynced` samples of
+/// the current boot taken after `boottime_after_us` (they may still be
+/// corrected), and every sample after the first of them (delivery follows seq).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// The current boot.
+    pub boot_id: String,
+    /// Samples taken (in boottime) at or before this are no longer held.
+    pub boottime_after_us: i64,
+}
+
+/// The anchor kept for one boot, and when it was first seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnchor {
+    /// Wall = boottime + offset for the boot.
+    pub anchor: Anchor,
+    /// The (synchronised) wall time of the first synchronised observation.
+    pub synced_at: Timestamp,
 }
 
 /// A connection to the outbox file.
@@ -244,13 +275,140 @@ impl Outbox {
 
     /// Up to `limit` samples not yet delivered to `sink`, oldest first.
     pub fn pending(&self, sink: &str, limit: usize) -> anyhow::Result<Vec<Stored>> {
+        self.pending_held(sink, limit, None)
+    }
+
+    /// Like [`Outbox::pending`], but the batch ends before the first sample
+    /// `hold` holds back.
+    pub fn pending_held(
+        &self,
+        sink: &str,
+        limit: usize,
+        hold: Option<&Hold>,
+    ) -> anyhow::Result<Vec<Stored>> {
+        let Some(hold) = hold else {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM samples WHERE seq > \
+                 (SELECT coalesce((SELECT delivered_seq FROM sinks WHERE name = ?1), 0)) \
+                 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![sink, limit as i64], decode_row)?;
+            return rows.map(|r| r.map_err(anyhow::Error::from)).collect();
+        };
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM samples WHERE seq > \
-             (SELECT coalesce((SELECT delivered_seq FROM sinks WHERE name = ?1), 0)) \
+            "WITH cursor AS (SELECT coalesce((SELECT delivered_seq FROM sinks WHERE name = ?1), 0) AS seq) \
+             SELECT {COLUMNS} FROM samples WHERE seq > (SELECT seq FROM cursor) \
+             AND seq < coalesce((SELECT min(seq) FROM samples WHERE clock = 'unsynced' AND boot_id = ?3 \
+                 AND boottime_us > ?4 AND seq > (SELECT seq FROM cursor)), 9223372036854775807) \
              ORDER BY seq LIMIT ?2"
         ))?;
-        let rows = stmt.query_map(params![sink, limit as i64], decode_row)?;
+        let rows = stmt.query_map(
+            params![sink, limit as i64, hold.boot_id, hold.boottime_after_us],
+            decode_row,
+        )?;
         rows.map(|r| r.map_err(anyhow::Error::from)).collect()
+    }
+
+    /// Records that the clock is synchronised in `anchor`'s boot and corrects
+    /// every `unsynced` sample of that boot: `taken_at` = boottime + the
+    /// boot's offset, the old value kept as `taken_at_raw`, `clock` =
+    /// `corrected`, and a revision noted for the sinks. The first anchor of a
+    /// boot is kept (a later step while synced does not move it). Returns the
+    /// number of samples corrected; writes nothing when there is nothing to do.
+    pub fn record_sync(&mut self, anchor: &Anchor, now: Timestamp) -> anyhow::Result<usize> {
+        let known = self.anchor(&anchor.boot_id)?.is_some();
+        let unsynced: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM samples WHERE clock = 'unsynced' AND boot_id = ?1)",
+            [&anchor.boot_id],
+            |r| r.get(0),
+        )?;
+        if known && !unsynced {
+            return Ok(0);
+        }
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO clock_anchors (boot_id, offset_us, synced_at_us) VALUES (?1, ?2, ?3)",
+            params![anchor.boot_id, anchor.offset_us, now.as_microsecond()],
+        )?;
+        tx.execute(
+            "INSERT INTO revisions (seq) SELECT seq FROM samples \
+             WHERE clock = 'unsynced' AND boot_id = ?1 AND boottime_us IS NOT NULL ORDER BY seq",
+            [&anchor.boot_id],
+        )?;
+        let n = tx.execute(
+            "UPDATE samples SET taken_at_raw_us = taken_at_us, \
+             taken_at_us = boottime_us + (SELECT offset_us FROM clock_anchors WHERE boot_id = ?1), \
+             clock = 'corrected' \
+             WHERE clock = 'unsynced' AND boot_id = ?1 AND boottime_us IS NOT NULL",
+            [&anchor.boot_id],
+        )?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// The anchor recorded for `boot_id`, if its clock was ever seen synced.
+    pub fn anchor(&self, boot_id: &str) -> anyhow::Result<Option<StoredAnchor>> {
+        let row: Option<(i64, i64)> = self
+            .conn
+            .query_row(
+                "SELECT offset_us, synced_at_us FROM clock_anchors WHERE boot_id = ?1",
+                [boot_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(offset_us, at)| {
+            Some(StoredAnchor {
+                anchor: Anchor {
+                    boot_id: boot_id.to_string(),
+                    offset_us,
+                },
+                synced_at: ts(at)?,
+            })
+        }))
+    }
+
+    /// Up to `limit` samples corrected after `sink` received them, in the
+    /// order corrected, with the revision to pass to [`Outbox::ack_revised`]
+    /// (`None` when there is nothing to resend). Revisions of samples the
+    /// sink has not received yet are skipped: they go out corrected anyway.
+    pub fn revised(&self, sink: &str, limit: usize) -> anyhow::Result<(Vec<Stored>, Option<i64>)> {
+        let (delivered, from): (i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT delivered_seq, revised_rev FROM sinks WHERE name = ?1",
+                [sink],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .unwrap_or((0, 0));
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT rev, seq FROM revisions WHERE rev > ?1 ORDER BY rev LIMIT ?2",
+        )?;
+        let revs: Vec<(i64, i64)> = stmt
+            .query_map(params![from, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(&(last, _)) = revs.last() else {
+            return Ok((vec![], None));
+        };
+        let mut one = self
+            .conn
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM samples WHERE seq = ?1"))?;
+        let mut out = vec![];
+        for (_, seq) in revs.into_iter().filter(|(_, seq)| *seq <= delivered) {
+            if let Some(s) = one.query_row([seq], decode_row).optional()? {
+                out.push(s);
+            }
+        }
+        Ok((out, Some(last)))
+    }
+
+    /// Records that `sink` received every revision up to `rev`.
+    pub fn ack_revised(&mut self, sink: &str, rev: i64) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE sinks SET revised_rev = max(revised_rev, ?2) WHERE name = ?1",
+            params![sink, rev],
+        )?;
+        Ok(())
     }
 
     /// Number of samples not yet delivered to `sink`.
@@ -460,10 +618,11 @@ impl Outbox {
 
     /// Counts and per-sink state for `hxlog status`.
     pub fn status(&self, sinks: &[&str]) -> anyhow::Result<OutboxStatus> {
-        let (samples, mock, oldest, newest): (i64, i64, Option<i64>, Option<i64>) = self.conn.query_row(
-            "SELECT count(*), coalesce(sum(source = 'mock'), 0), min(taken_at_us), max(taken_at_us) FROM samples",
+        let (samples, mock, oldest, newest, unsynced, corrected): (i64, i64, Option<i64>, Option<i64>, i64, i64) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(source = 'mock'), 0), min(taken_at_us), max(taken_at_us), \
+             coalesce(sum(clock = 'unsynced'), 0), coalesce(sum(clock = 'corrected'), 0) FROM samples",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
         )?;
         let outbox_id: String = self
             .conn
@@ -491,6 +650,8 @@ impl Outbox {
             mock_samples: mock as u64,
             oldest: oldest.and_then(ts),
             newest: newest.and_then(ts),
+            unsynced_samples: unsynced as u64,
+            corrected_samples: corrected as u64,
             sinks,
         })
     }
@@ -509,6 +670,11 @@ impl Outbox {
         let n = self.conn.execute(
             "DELETE FROM samples WHERE seq <= ?1 AND taken_at_us < ?2",
             params![min_delivered, cutoff.as_microsecond()],
+        )?;
+        // revisions of pruned samples have nothing left to resend
+        self.conn.execute(
+            "DELETE FROM revisions WHERE seq NOT IN (SELECT seq FROM samples)",
+            [],
         )?;
         Ok(n)
     }
@@ -560,10 +726,13 @@ impl SharedOutbox {
 }
 
 const COLUMNS: &str = "seq, id, device_id, taken_at_us, source, readings, \
-     hot_effectiveness, cold_effectiveness, effectiveness, lmtd";
+     hot_effectiveness, cold_effectiveness, effectiveness, lmtd, \
+     clock, boot_id, boottime_us, taken_at_raw_us";
 
 const INSERT_SQL: &str = "INSERT INTO samples (id, device_id, taken_at_us, source, readings, \
-     hot_effectiveness, cold_effectiveness, effectiveness, lmtd) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING";
+     hot_effectiveness, cold_effectiveness, effectiveness, lmtd, \
+     clock, boot_id, boottime_us, taken_at_raw_us) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (id) DO NOTHING";
 
 fn bind_and_insert(stmt: &mut rusqlite::CachedStatement<'_>, s: &Sample) -> anyhow::Result<()> {
     let readings = serde_json::to_string(&s.readings)?;
@@ -578,6 +747,10 @@ fn bind_and_insert(stmt: &mut rusqlite::CachedStatement<'_>, s: &Sample) -> anyh
         e.cold_effectiveness,
         e.effectiveness,
         e.lmtd,
+        s.clock.state.as_str(),
+        s.clock.boot_id,
+        s.clock.boottime_us,
+        s.clock.taken_at_raw.map(|t| t.as_microsecond()),
     ])?;
     Ok(())
 }
@@ -594,6 +767,13 @@ fn decode_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
     let source: Source = source.parse().map_err(|e: String| bad(4, e.into()))?;
     let readings: String = r.get(5)?;
     let readings: Vec<Reading> = serde_json::from_str(&readings).map_err(|e| bad(5, e.into()))?;
+    let state: String = r.get(10)?;
+    let state: ClockState = state.parse().map_err(|e: String| bad(10, e.into()))?;
+    let raw: Option<i64> = r.get(13)?;
+    let taken_at_raw = raw
+        .map(Timestamp::from_microsecond)
+        .transpose()
+        .map_err(|e| bad(13, e.into()))?;
     Ok(Stored {
         seq: r.get(0)?,
         sample: Sample {
@@ -607,6 +787,12 @@ fn decode_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
                 cold_effectiveness: r.get(7)?,
                 effectiveness: r.get(8)?,
                 lmtd: r.get(9)?,
+            },
+            clock: ClockStamp {
+                state,
+                boot_id: r.get(11)?,
+                boottime_us: r.get(12)?,
+                taken_at_raw,
             },
         },
     })
@@ -652,3 +838,6 @@ fn ts(us: i64) -> Option<Timestamp> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod clock_tests;

@@ -4,8 +4,11 @@
 //! sees the outbox; it is handed batches and answers with a [`SinkError`] class.
 //!
 //! Delivery: one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT (sample_id) DO
-//! NOTHING` per batch, a single statement, so the batch commits atomically and
-//! a resend after a crash inserts nothing twice. A batch the database refuses
+//! UPDATE … WHERE` per batch, a single statement, so the batch commits
+//! atomically and a resend after a crash inserts nothing twice. The conflict
+//! clause updates only one thing in place: a row stored `unsynced` whose
+//! sample now arrives `corrected` gets the corrected `taken_at`, `clock` and
+//! `taken_at_raw` (one row per sample); any other resend changes nothing. A batch the database refuses
 //! for its data (SQLSTATE classes 22 and 23) is split in halves until the
 //! refused samples are alone; they are reported as
 //! [`SinkError::RejectedSamples`], everything else is inserted. The schema is
@@ -49,11 +52,18 @@ use crate::sample::{STANDARD_ROLES, Sample};
 use crate::sinks::{Refusal, Sink, SinkError, SinkName};
 
 /// The Postgres migrations, in order: (version, file name, SQL).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_samples.sql",
-    include_str!("../../schema/postgres/0001_samples.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_samples.sql",
+        include_str!("../../schema/postgres/0001_samples.sql"),
+    ),
+    (
+        2,
+        "0002_clock.sql",
+        include_str!("../../schema/postgres/0002_clock.sql"),
+    ),
+];
 
 /// Advisory lock key serialising migrations across devices (`hxlog` in ASCII).
 const MIGRATION_LOCK: i64 = 0x68_786c_6f67;
@@ -413,15 +423,19 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<&'static str>, tokio_pos
 
 const INSERT_SQL: &str = "INSERT INTO samples (sample_id, device_id, taken_at, source, \
      t1, t2, t3, t4, t1_quality, t2_quality, t3_quality, t4_quality, readings, \
-     hot_effectiveness, cold_effectiveness, effectiveness, lmtd) \
+     hot_effectiveness, cold_effectiveness, effectiveness, lmtd, \
+     clock, taken_at_raw, boot_id, boottime_us) \
      SELECT u.id, u.dev, u.at, u.src, u.t1, u.t2, u.t3, u.t4, u.q1, u.q2, u.q3, u.q4, u.r::jsonb, \
-     u.he, u.ce, u.e, u.l \
+     u.he, u.ce, u.e, u.l, u.clk, u.raw, u.boot, u.bt \
      FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], \
      $5::float8[], $6::float8[], $7::float8[], $8::float8[], \
      $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
-     $14::float8[], $15::float8[], $16::float8[], $17::float8[]) \
-     AS u(id, dev, at, src, t1, t2, t3, t4, q1, q2, q3, q4, r, he, ce, e, l) \
-     ON CONFLICT (sample_id) DO NOTHING";
+     $14::float8[], $15::float8[], $16::float8[], $17::float8[], \
+     $18::text[], $19::timestamptz[], $20::text[], $21::int8[]) \
+     AS u(id, dev, at, src, t1, t2, t3, t4, q1, q2, q3, q4, r, he, ce, e, l, clk, raw, boot, bt) \
+     ON CONFLICT (sample_id) DO UPDATE SET taken_at = excluded.taken_at, clock = excluded.clock, \
+     taken_at_raw = excluded.taken_at_raw \
+     WHERE samples.clock = 'unsynced' AND excluded.clock = 'corrected'";
 
 /// Column-wise buffers for one batch (UNNEST takes one array per column).
 #[derive(Default)]
@@ -437,6 +451,10 @@ struct Columns {
     ce: Vec<Option<f64>>,
     e: Vec<Option<f64>>,
     l: Vec<Option<f64>>,
+    clock: Vec<&'static str>,
+    raw: Vec<Option<SystemTime>>,
+    boot: Vec<Option<String>>,
+    bt: Vec<Option<i64>>,
 }
 
 impl Columns {
@@ -457,6 +475,10 @@ impl Columns {
             c.ce.push(s.efficiency.cold_effectiveness);
             c.e.push(s.efficiency.effectiveness);
             c.l.push(s.efficiency.lmtd);
+            c.clock.push(s.clock.state.as_str());
+            c.raw.push(s.clock.taken_at_raw.map(system_time));
+            c.boot.push(s.clock.boot_id.clone());
+            c.bt.push(s.clock.boottime_us);
         }
         c
     }
@@ -616,6 +638,10 @@ impl PostgresSink {
                     (&c.ce, Type::FLOAT8_ARRAY),
                     (&c.e, Type::FLOAT8_ARRAY),
                     (&c.l, Type::FLOAT8_ARRAY),
+                    (&c.clock, Type::TEXT_ARRAY),
+                    (&c.raw, Type::TIMESTAMPTZ_ARRAY),
+                    (&c.boot, Type::TEXT_ARRAY),
+                    (&c.bt, Type::INT8_ARRAY),
                 ],
             )
             .await;

@@ -67,7 +67,10 @@ fn healthy_bus_exports_exact_values_and_effectiveness() {
         &csv.header[..7],
         ["taken_at", "device_id", "source", "T1", "T2", "T3", "T4"]
     );
-    assert_eq!(csv.header.last().unwrap(), "sample_id");
+    assert_eq!(
+        csv.header[csv.header.len() - 3..],
+        ["sample_id", "clock", "taken_at_raw"]
+    );
     for role in ROLES {
         assert!(csv.header.contains(&format!("{role}_quality")));
         assert!(csv.header.contains(&format!("{role}_reason")));

@@ -4,6 +4,7 @@
 
 use hxlog_test_support::{harness as common, logger, pg, proxy, wps_server};
 
+mod clock;
 mod foundation;
 mod ops;
 mod pg_hang;

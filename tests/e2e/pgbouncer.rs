@@ -242,7 +242,7 @@ fn several_loggers_drain_exactly_once_through_pgbouncer_in_transaction_mode() {
             N
         );
     }
-    assert_eq!(db.scalar("SELECT count(*) FROM hxlog_migrations"), 1);
+    assert_eq!(db.scalar("SELECT count(*) FROM hxlog_migrations"), 2);
     // the rows really travelled through the pooler, one transaction per batch at least
     let xacts = bouncer.transactions(&db.name, &db.server.user);
     assert!(

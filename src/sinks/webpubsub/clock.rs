@@ -34,7 +34,7 @@ pub fn system_clock_state() -> ClockState {
 
 /// The largest difference from the service's `Date` header we put down to
 /// network delay; beyond it the local clock is called wrong.
-const CLOCK_SKEW_TOLERANCE: Duration = Duration::from_secs(30);
+pub(super) const CLOCK_SKEW_TOLERANCE: Duration = Duration::from_secs(30);
 
 /// Explains a 401 by the local clock when the evidence points there: the
 /// service's `Date` header far from `now` (says by how much), or else a clock

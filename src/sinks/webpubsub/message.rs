@@ -12,7 +12,9 @@ use crate::sample::{Reading, Sample, Source};
 /// The `type` of every message.
 pub const MESSAGE_TYPE: &str = "hxlog.samples";
 
-/// The schema `version` of every message.
+/// The schema `version` of every message. Only an incompatible change (a field
+/// removed, renamed or changing meaning) bumps it; added fields (such as
+/// `clock` and `taken_at_raw`) keep it, since subscribers ignore unknown keys.
 pub const MESSAGE_VERSION: u32 = 1;
 
 #[derive(Serialize)]
@@ -28,6 +30,8 @@ struct WireSample<'a> {
     id: String,
     device_id: &'a str,
     taken_at: String,
+    clock: crate::sample::ClockState,
+    taken_at_raw: Option<String>,
     source: Source,
     mock: bool,
     readings: WireReadings<'a>,
@@ -68,6 +72,8 @@ impl<'a> WireSample<'a> {
             id: s.id.to_string(),
             device_id: &s.device_id,
             taken_at: s.taken_at.to_string(),
+            clock: s.clock.state,
+            taken_at_raw: s.clock.taken_at_raw.map(|t| t.to_string()),
             source: s.source,
             mock: s.source == Source::Mock,
             readings: WireReadings(&s.readings),

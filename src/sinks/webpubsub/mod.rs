@@ -27,13 +27,21 @@
 //! | 400, 413 | this message can never be accepted: its samples alone are refused ([`SinkError::RejectedSamples`], once the batch's other messages went through; [`SinkError::Rejected`] when every message was refused) |
 //! | 401, 403, other 4xx, 3xx | [`SinkError::Permanent`]: a human must fix the key or config |
 //!
+//! Tokens are minted on the service's time: a 401 whose `Date` header is more
+//! than 30 s from our clock (a Pi before NTP) teaches the difference and the
+//! request is retried once, so a logger whose clock is days off still publishes.
+//!
 //! # Message schema
 //!
 //! Every message is one JSON object of type `hxlog.samples`, version 1, holding
 //! one or more samples, oldest first. In steady state a message holds one
 //! sample; when catching up after an outage the samples of a batch are packed
 //! into as few messages as fit in [`MAX_MESSAGE_BYTES`] each. Delivery is at
-//! least once: a subscriber must deduplicate on `id`.
+//! least once: a subscriber must deduplicate on `id`, **replacing** an earlier
+//! copy by the later one: a sample taken before the device's clock was
+//! synchronised may be published `unsynced` and, once its time is corrected,
+//! published again with the same `id`, `"clock": "corrected"` and the true
+//! `taken_at`.
 //!
 //! ```json
 //! {
@@ -44,6 +52,8 @@
 //!       "id": "019ac9e2-3c00-7d4e-9f3a-2b1c0d9e8f70",
 //!       "device_id": "hx-01",
 //!       "taken_at": "2026-11-28T10:00:00Z",
+//!       "clock": "synced",
+//!       "taken_at_raw": null,
 //!       "source": "w1",
 //!       "mock": false,
 //!       "readings": {
@@ -65,6 +75,13 @@
 //!
 //! * `id`: the sample's UUIDv7, unique across devices and restarts; the dedup key.
 //! * `taken_at`: RFC 3339, UTC.
+//! * `clock`: `synced` (the device's clock was synchronised), `unsynced` (it
+//!   was not: `taken_at` may be far off; sent once `clock_sync_wait` passed
+//!   without a sync) or `corrected` (`taken_at` recomputed from the boot clock
+//!   after the sync); `taken_at_raw` is the time first recorded, set only when
+//!   `corrected`. Added in version 1 without a bump: adding fields is
+//!   compatible, subscribers ignore keys they do not know. A removed or
+//!   renamed field, or one whose meaning changes, bumps `version`.
 //! * `source`: `w1` (real sensors) or `mock` (simulated); `mock` is `true`
 //!   exactly when `source` is `mock`, so simulated data is visibly marked.
 //! * `readings`: one entry per mapped role, in mapping order. `celsius` is a
@@ -206,6 +223,10 @@ pub struct WebPubSubSink {
     timeout: Duration,
     max_message_bytes: usize,
     clock_state: fn() -> ClockState,
+    /// The service's clock minus ours, learned from the `Date` of a 401, in
+    /// microseconds: tokens are minted on the service's time, so a clock days
+    /// off (no NTP yet) still publishes (0 until a 401 says otherwise).
+    skew_us: std::sync::atomic::AtomicI64,
 }
 
 impl fmt::Debug for WebPubSubSink {
@@ -254,6 +275,7 @@ impl WebPubSubSink {
             timeout: settings.timeout,
             max_message_bytes: MAX_MESSAGE_BYTES,
             clock_state: system_clock_state,
+            skew_us: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -297,10 +319,43 @@ impl WebPubSubSink {
         &self.url
     }
 
-    /// Sends one message; the token is minted for exactly the URL sent.
+    /// Sends one message; the token is minted for exactly the URL sent, on
+    /// the service's time. A 401 whose `Date` shows our clock off by more than
+    /// the tolerance (a Pi before NTP) teaches the skew and is retried once.
     async fn send_message(&self, body: Vec<u8>) -> Result<reqwest::StatusCode, SinkError> {
+        use std::sync::atomic::Ordering;
+        match self.send_once(body.clone()).await {
+            Err((e, Some(server))) => {
+                let skew = server.as_microsecond() - Timestamp::now().as_microsecond();
+                let known = self.skew_us.load(Ordering::Relaxed);
+                if (skew - known).unsigned_abs() <= clock::CLOCK_SKEW_TOLERANCE.as_micros() as u64 {
+                    return Err(e);
+                }
+                self.skew_us.store(skew, Ordering::Relaxed);
+                tracing::warn!(
+                    sink = "webpubsub",
+                    skew_s = skew / 1_000_000,
+                    "the service refused a token and its clock differs from ours: minting tokens on the service's time"
+                );
+                self.send_once(body).await.map_err(|(e, _)| e)
+            }
+            other => other.map_err(|(e, _)| e),
+        }
+    }
+
+    /// One request; on a 401 also the service's `Date`, if it sent one.
+    async fn send_once(
+        &self,
+        body: Vec<u8>,
+    ) -> Result<reqwest::StatusCode, (SinkError, Option<Timestamp>)> {
+        let skew = jiff::SignedDuration::from_micros(
+            self.skew_us.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let now = Timestamp::now()
+            .checked_add(skew)
+            .unwrap_or(Timestamp::now());
         let token =
-            mint_token(&self.key, &self.url, Timestamp::now()).map_err(SinkError::permanent)?;
+            mint_token(&self.key, &self.url, now).map_err(|e| (SinkError::permanent(e), None))?;
         let result = self
             .client
             .post(&self.url)
@@ -311,7 +366,12 @@ impl WebPubSubSink {
             .await;
         let response = match result {
             Ok(r) => r,
-            Err(e) => return Err(self.redact(classify_transport(&e, self.timeout), &token)),
+            Err(e) => {
+                return Err((
+                    self.redact(classify_transport(&e, self.timeout), &token),
+                    None,
+                ));
+            }
         };
         let status = response.status();
         if status.is_success() {
@@ -320,17 +380,19 @@ impl WebPubSubSink {
         let headers = response.headers().clone();
         // The error body is small; a failure to read it only loses detail.
         let body = response.text().await.unwrap_or_default();
-        let clock = if status == reqwest::StatusCode::UNAUTHORIZED {
-            let server_date = headers
-                .get(reqwest::header::DATE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_http_date);
-            clock_hint((self.clock_state)(), server_date, Timestamp::now())
-        } else {
-            None
-        };
+        let server_date = (status == reqwest::StatusCode::UNAUTHORIZED)
+            .then(|| {
+                headers
+                    .get(reqwest::header::DATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_http_date)
+            })
+            .flatten();
+        let clock = (status == reqwest::StatusCode::UNAUTHORIZED)
+            .then(|| clock_hint((self.clock_state)(), server_date, Timestamp::now()))
+            .flatten();
         let error = classify_status(status, &headers, &body, clock, Timestamp::now());
-        Err(self.redact(error, &token))
+        Err((self.redact(error, &token), server_date))
     }
 
     /// Makes sure neither the key nor the token can leave in an error message,

@@ -452,6 +452,8 @@ fn message_schema() {
             "id": "019ac9e2-3c00-7d4e-9f3a-2b1c0d9e8f70",
             "device_id": "hx-01",
             "taken_at": "2026-11-28T10:00:00Z",
+            "clock": "synced",
+            "taken_at_raw": null,
             "source": "mock",
             "mock": true,
             "readings": {

@@ -575,6 +575,8 @@ impl Setup {
             "w1_root": "w1",
             "sensor_source": "w1",
             "devicenames": "devicenames.json",
+            // the kernel clock may be unsynchronised here (see tests/e2e/clock.rs)
+            "clock_sync": "always",
         });
         let mut setup = Setup {
             dir,

@@ -26,6 +26,9 @@ impl Logger {
             "secrets": "secrets.json",
             "retry_max": "1s",
             "sqlite_synchronous": "normal",
+            // this machine's kernel clock may be unsynchronised: tests of
+            // trustworthy time set clock_sync themselves (tests/e2e/clock.rs)
+            "clock_sync": "always",
         });
         for (k, v) in extra.as_object().unwrap() {
             cfg[k] = v.clone();

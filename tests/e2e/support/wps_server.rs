@@ -589,6 +589,18 @@ fn check_sample(s: &Value) -> Result<(), String> {
     if !taken_at.ends_with('Z') || taken_at.parse::<jiff::Timestamp>().is_err() {
         return Err(format!("taken_at {taken_at:?} is not an RFC 3339 UTC time"));
     }
+    match (
+        s.get("clock").and_then(Value::as_str),
+        s.get("taken_at_raw"),
+    ) {
+        (Some("synced" | "unsynced"), Some(Value::Null))
+        | (Some("corrected"), Some(Value::String(_))) => {}
+        (c, raw) => {
+            return Err(format!(
+                "clock {c:?} does not agree with taken_at_raw {raw:?}"
+            ));
+        }
+    }
     let source = str_field("source")?;
     let mock = s
         .get("mock")
