@@ -58,7 +58,7 @@ pub enum Command {
     },
     /// Write the samples of a time window as CSV or JSON lines, oldest first
     Export {
-        /// Start of the window: RFC 3339, a date (UTC midnight) or a duration before now (90m, 24h, 7d)
+        /// Start of the window: RFC 3339 with an offset (2026-11-01T07:30:00Z or +01:00), a date (UTC midnight) or a duration before now (90m, 24h, 7d); a date-time without an offset is refused
         #[arg(long, value_name = "WHEN")]
         since: String,
         /// End of the window (exclusive), same forms as --since; default now
@@ -74,7 +74,7 @@ pub enum Command {
     /// Forward everything pending to every configured sink now and exit when drained;
     /// with --since, re-send already delivered samples of a window (no duplicates)
     Replay {
-        /// Re-send samples taken since WHEN (RFC 3339, date, or duration before now)
+        /// Re-send samples taken since WHEN: RFC 3339 with an offset (2026-11-01T07:30:00Z or +01:00), a date (UTC midnight), or a duration before now (7d); a date-time without an offset is refused
         #[arg(long, value_name = "WHEN")]
         since: Option<String>,
         /// End of the re-send window (exclusive)

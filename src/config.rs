@@ -57,7 +57,7 @@ pub struct RawConfig {
     pub comment: Option<serde_json::Value>,
     /// Name of this logger in every sink (default: the hostname).
     pub device_id: Option<String>,
-    /// Time between samples for `hxlog run`, e.g. `"30s"` (default 30s, minimum 1s).
+    /// Time between samples for `hxlog run`, e.g. `"30s"` (default 30s; 1s to 1d).
     pub interval: Option<String>,
     /// Folder of the outbox (`outbox.sqlite`). Default `$XDG_DATA_HOME/hxlog`, else `./hxlog-data`.
     pub data_dir: Option<PathBuf>,
@@ -72,16 +72,16 @@ pub struct RawConfig {
     /// Calibration offsets in °C added to valid readings, keyed by role or sensor id.
     #[serde(default)]
     pub calibration: BTreeMap<String, f64>,
-    /// Extra read attempts for a failed sensor read within one cycle (default 2).
+    /// Extra read attempts for a failed sensor read within one cycle (default 2; 0 to 10).
     pub read_retries: Option<u32>,
     /// Use the bus master's `therm_bulk_read` when present and writable (default true).
     pub bulk_read: Option<bool>,
     /// Outbox durability: `"full"` (default) or `"normal"`.
     pub sqlite_synchronous: Option<Synchronous>,
-    /// How long delivered samples are kept for `export`, e.g. `"90d"` (default 90d).
+    /// How long delivered samples are kept for `export`, e.g. `"90d"` (default 90d; 1h to 3650d).
     /// Samples not yet delivered to every configured sink are never pruned.
     pub retention: Option<String>,
-    /// Longest wait between delivery retries, e.g. `"5m"` (default 5m).
+    /// Longest wait between delivery retries, e.g. `"5m"` (default 5m; 1s to 1d).
     pub retry_max: Option<String>,
     /// How long one delivery attempt (one batch) may take before it is
     /// abandoned and retried, e.g. `"60s"` (default 60s, at least 1s).
@@ -95,13 +95,13 @@ pub struct RawConfig {
     /// waiting for their correction, e.g. `"10m"` (default 10m, at most 24h;
     /// `"0s"` sends them at once, marked unsynced).
     pub clock_sync_wait: Option<String>,
-    /// Largest batch per Postgres statement (default 2000).
+    /// Largest batch per Postgres statement (default 2000; 1 to 100000).
     pub postgres_batch_size: Option<usize>,
     /// Web PubSub hub name (default `heatexchanger`).
     pub webpubsub_hub: Option<String>,
     /// Optional Web PubSub group; without it messages go to the whole hub.
     pub webpubsub_group: Option<String>,
-    /// Timeout of one Web PubSub request, e.g. `"10s"` (default 10s).
+    /// Timeout of one Web PubSub request, e.g. `"10s"` (default 10s; 1s to 10m).
     pub webpubsub_timeout: Option<String>,
     /// Optional log file (in addition to stderr), reopened when rotated away.
     pub log_file: Option<PathBuf>,
@@ -246,24 +246,40 @@ impl RawConfig {
             None => env.cwd.clone(),
         };
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-        let dur = |name: &str, v: &Option<String>, default: &str| -> anyhow::Result<Duration> {
+        let dur = |name: &str,
+                   v: &Option<String>,
+                   default: &str,
+                   bounds: Bounds|
+         -> anyhow::Result<Duration> {
             let text = v.as_deref().unwrap_or(default);
-            parse_duration(text).with_context(|| format!("{where_}: bad value for {name:?}"))
+            let d = parse_duration(text)
+                .with_context(|| format!("{where_}: bad value for {name:?}"))?;
+            if d < bounds.min || d > bounds.max {
+                bail!(
+                    "{where_}: {name:?} is {text:?}; it must be between {} and {} ({})",
+                    show_bound(bounds.min),
+                    show_bound(bounds.max),
+                    bounds.why
+                );
+            }
+            Ok(d)
         };
 
         let device_id = match self.device_id {
             Some(d) if d.trim().is_empty() => bail!(
                 "{where_}: \"device_id\" is empty; set a name such as \"hx-01\" or remove the key to use the hostname"
             ),
-            Some(d) => d,
+            Some(d) => {
+                check_name(&d).map_err(|why| {
+                    anyhow::anyhow!(
+                        "{where_}: \"device_id\" {d:?} {why}; use a name such as \"hx-01\""
+                    )
+                })?;
+                d
+            }
             None => gethostname::gethostname().to_string_lossy().into_owned(),
         };
-        let interval = dur("interval", &self.interval, "30s")?;
-        if interval < Duration::from_secs(1) {
-            bail!(
-                "{where_}: \"interval\" must be at least 1s (the DS18B20 needs 750 ms per conversion)"
-            );
-        }
+        let interval = dur("interval", &self.interval, "30s", INTERVAL)?;
         let data_dir = match self.data_dir {
             Some(d) => abs(d),
             None => match &env.xdg_data_home {
@@ -308,7 +324,19 @@ impl RawConfig {
                 .into_iter()
                 .find(|p| p.is_file()),
         };
-        for (key, offset) in &self.calibration {
+        // Calibration keys that are sensor ids match the kernel's lower case too.
+        let calibration: BTreeMap<String, f64> = self
+            .calibration
+            .into_iter()
+            .map(|(k, v)| {
+                let lower = k.to_ascii_lowercase();
+                match crate::sensors::w1::parse_id(&lower) {
+                    Some(_) => (lower, v),
+                    None => (k, v),
+                }
+            })
+            .collect();
+        for (key, offset) in &calibration {
             if !offset.is_finite() || offset.abs() > 10.0 {
                 bail!(
                     "{where_}: calibration offset for {key:?} is {offset}; offsets are small corrections in °C (at most ±10)"
@@ -321,15 +349,23 @@ impl RawConfig {
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("{where_}: {e}"))?,
         };
-        let clock_sync_wait = dur("clock_sync_wait", &self.clock_sync_wait, "10m")?;
-        if clock_sync_wait > Duration::from_secs(24 * 3600) {
-            bail!(
-                "{where_}: \"clock_sync_wait\" must be at most 24h (live views would stay dark while NTP is blocked)"
-            );
-        }
+        let clock_sync_wait = dur(
+            "clock_sync_wait",
+            &self.clock_sync_wait,
+            "10m",
+            CLOCK_SYNC_WAIT,
+        )?;
         let postgres_batch_size = self.postgres_batch_size.unwrap_or(2000);
         if !(1..=100_000).contains(&postgres_batch_size) {
-            bail!("{where_}: \"postgres_batch_size\" must be between 1 and 100000");
+            bail!(
+                "{where_}: \"postgres_batch_size\" is {postgres_batch_size}; it must be between 1 and 100000"
+            );
+        }
+        let read_retries = self.read_retries.unwrap_or(2);
+        if read_retries > 10 {
+            bail!(
+                "{where_}: \"read_retries\" is {read_retries}; it must be between 0 and 10 (each retry of a failed sensor costs up to a second of the cycle)"
+            );
         }
         Ok(Config {
             device_id,
@@ -340,27 +376,87 @@ impl RawConfig {
             sensors: SensorSettings {
                 w1_root,
                 mapping,
-                calibration: self.calibration,
-                retries: self.read_retries.unwrap_or(2).min(10),
+                calibration,
+                retries: read_retries,
                 bulk_read: self.bulk_read.unwrap_or(true),
             },
             devicenames,
             secrets,
             synchronous: self.sqlite_synchronous.unwrap_or_default(),
-            retention: dur("retention", &self.retention, "90d")?,
-            retry_max: dur("retry_max", &self.retry_max, "5m")?.max(Duration::from_secs(1)),
-            send_timeout: dur("send_timeout", &self.send_timeout, "60s")?
-                .max(Duration::from_secs(1)),
+            retention: dur("retention", &self.retention, "90d", RETENTION)?,
+            retry_max: dur("retry_max", &self.retry_max, "5m", RETRY_MAX)?,
+            send_timeout: dur("send_timeout", &self.send_timeout, "60s", SEND_TIMEOUT)?,
             clock_sync,
             clock_sync_wait,
             postgres_batch_size,
             webpubsub_hub: self.webpubsub_hub.unwrap_or_else(|| "heatexchanger".into()),
             webpubsub_group: self.webpubsub_group.filter(|g| !g.is_empty()),
-            webpubsub_timeout: dur("webpubsub_timeout", &self.webpubsub_timeout, "10s")?,
+            webpubsub_timeout: dur("webpubsub_timeout", &self.webpubsub_timeout, "10s", TIMEOUT)?,
             log_file: self.log_file.map(abs),
             log_level: self.log_level.unwrap_or_else(|| "info".into()),
             file,
         })
+    }
+}
+
+/// The range allowed for one duration key of the config, and why. Every
+/// duration a user writes is bounded, so the code that uses it (timers, the
+/// prune cutoff, backoff) never meets an absurd value.
+struct Bounds {
+    min: Duration,
+    max: Duration,
+    why: &'static str,
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// `interval`: 1s to 1d.
+const INTERVAL: Bounds = Bounds {
+    min: SECOND,
+    max: DAY,
+    why: "the DS18B20 needs 750 ms per conversion; for rarer samples use hxlog-sample.timer",
+};
+/// `retention`: 1h to 10 years.
+const RETENTION: Bounds = Bounds {
+    min: Duration::from_secs(3600),
+    max: Duration::from_secs(3650 * 86_400),
+    why: "delivered samples are kept this long for export; at most 10 years",
+};
+/// `retry_max`: 1s to 1d.
+const RETRY_MAX: Bounds = Bounds {
+    min: SECOND,
+    max: DAY,
+    why: "the longest wait between delivery retries",
+};
+/// Timeouts of one request: 1s to 10m.
+const TIMEOUT: Bounds = Bounds {
+    min: SECOND,
+    max: Duration::from_secs(600),
+    why: "the timeout of one request",
+};
+
+/// `send_timeout`: 1s to 1h (a large batch on a slow uplink).
+const SEND_TIMEOUT: Bounds = Bounds {
+    min: SECOND,
+    max: Duration::from_secs(3600),
+    why: "the longest delivery attempt of one batch",
+};
+/// `clock_sync_wait`: 0s to 1d.
+const CLOCK_SYNC_WAIT: Bounds = Bounds {
+    min: Duration::ZERO,
+    max: DAY,
+    why: "live views would stay dark while NTP is blocked",
+};
+
+/// A bound for messages: `1s`, `10m`, `1d`, `3650d`.
+fn show_bound(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        _ if s % 86_400 == 0 && s > 0 => format!("{}d", s / 86_400),
+        _ if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
+        _ if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
+        _ => format!("{s}s"),
     }
 }
 
@@ -393,7 +489,10 @@ pub fn load_devicenames(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
                 path.display()
             );
         };
-        let id = id.trim();
+        // The kernel names sensor folders in lower case (`28-0316a2790a3f`);
+        // an id copied from a label or a datasheet in upper case must match it.
+        let id = id.trim().to_ascii_lowercase();
+        let id = id.as_str();
         if crate::sensors::w1::parse_id(id).is_none() {
             bail!(
                 "device mapping {}: {role:?} maps to {id:?}, which is not a 1-Wire id (expected family-serial such as \"28-0316a2790a3f\"; `hxlog sensors` lists the ids on the bus)",
@@ -402,6 +501,12 @@ pub fn load_devicenames(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         }
         if role.trim().is_empty() {
             bail!("device mapping {}: a role name is empty", path.display());
+        }
+        if let Err(why) = check_name(&role) {
+            bail!(
+                "device mapping {}: the role name {role:?} {why}; use a name such as \"T1\"",
+                path.display()
+            );
         }
         if let Some((other, _)) = out.iter().find(|(_, i): &&(String, String)| i == id) {
             bail!(
@@ -412,6 +517,25 @@ pub fn load_devicenames(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         out.push((role, id.to_string()));
     }
     Ok(out)
+}
+
+/// The longest `device_id` or role name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Checks a name every sink stores (`device_id`, a role): at most
+/// [`MAX_NAME_CHARS`] characters and no control characters (Postgres refuses
+/// NUL, and a sample it refuses would block the queue). `Err` says why.
+fn check_name(name: &str) -> Result<(), String> {
+    let len = name.chars().count();
+    if len > MAX_NAME_CHARS {
+        return Err(format!(
+            "is {len} characters long; at most {MAX_NAME_CHARS} are allowed"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("contains a control character (tab, newline, NUL, …)".into());
+    }
+    Ok(())
 }
 
 /// A secret string: `Debug` and `Display` print `<redacted>`.
@@ -507,7 +631,7 @@ impl Secrets {
             return Ok(Secrets::default());
         };
         warn_if_world_readable(path);
-        let raw: RawSecrets = read_json(path, "secrets file")?;
+        let raw = read_secrets(path)?;
         let nonempty =
             |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         let postgres = match nonempty(raw.PG_DB_HOST) {
@@ -516,15 +640,15 @@ impl Secrets {
                 let port = match raw.PG_DB_PORT {
                     None => 5432,
                     Some(StringOrNumber::S(s)) if s.trim().is_empty() => 5432,
-                    Some(StringOrNumber::S(s)) => s.trim().parse().with_context(|| {
+                    Some(StringOrNumber::S(s)) => s.trim().parse().ok().with_context(|| {
                         format!(
-                            "secrets file {}: PG_DB_PORT {s:?} is not a port number",
+                            "secrets file {}: PG_DB_PORT is not a port number (1 to 65535)",
                             path.display()
                         )
                     })?,
-                    Some(StringOrNumber::N(n)) => u16::try_from(n).with_context(|| {
+                    Some(StringOrNumber::N(n)) => u16::try_from(n).ok().with_context(|| {
                         format!(
-                            "secrets file {}: PG_DB_PORT {n} is not a port number",
+                            "secrets file {}: PG_DB_PORT is not a port number (1 to 65535)",
                             path.display()
                         )
                     })?,
@@ -567,6 +691,46 @@ impl Secrets {
             webpubsub,
         })
     }
+}
+
+/// Reads `secrets.json` without ever quoting it: serde's messages echo the
+/// value they refuse (`invalid type: integer `12345``), so the JSON syntax is
+/// checked first (syntax errors quote no value), then every key's type, and
+/// errors name only the file, the position or the key.
+fn read_secrets(path: &Path) -> anyhow::Result<RawSecrets> {
+    let what = format!("secrets file {}", path.display());
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {what}"))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{what}:{}:{}: not valid JSON (fix the JSON at line {}, column {}; values are not shown)",
+            e.line(),
+            e.column(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    let serde_json::Value::Object(map) = &value else {
+        bail!("{what}: must be a JSON object such as {{\"PG_DB_HOST\": \"…\"}}");
+    };
+    for (key, v) in map {
+        let ok = match v {
+            serde_json::Value::String(_) | serde_json::Value::Null => true,
+            serde_json::Value::Number(n) => key == "PG_DB_PORT" && n.is_u64(),
+            _ => false,
+        };
+        if !ok {
+            let expected = if key == "PG_DB_PORT" {
+                "a port number or a string"
+            } else {
+                "a string in double quotes"
+            };
+            bail!(
+                "{what}: the value of {key} must be {expected} (the value is not shown, as it may be a secret)"
+            );
+        }
+    }
+    // Only keys remain to refuse (`unknown field `X``): no value is quoted.
+    serde_json::from_value(value).map_err(|e| anyhow::anyhow!("{what}: {e}"))
 }
 
 /// Logs a warning when `path` can be read by every user.
@@ -674,6 +838,42 @@ mod tests {
     }
 
     #[test]
+    fn every_duration_and_count_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |json: &str, refusal: Option<&str>| {
+            let cfg = write(dir.path(), "hxlog.json", json);
+            match (Config::load(Some(&cfg)), refusal) {
+                (Ok(_), None) => {}
+                (Err(e), Some(part)) => {
+                    let e = format!("{e:#}");
+                    assert!(e.contains(part) && e.contains("hxlog.json"), "{json}: {e}");
+                }
+                (got, _) => panic!("{json}: expected {refusal:?}, got {:?}", got.err()),
+            }
+        };
+        check(r#"{"retention":"5000000d"}"#, Some("between 1h and 3650d"));
+        check(r#"{"retention":"3650d"}"#, None);
+        check(r#"{"retention":"10m"}"#, Some("\"retention\" is \"10m\""));
+        check(r#"{"interval":"500ms"}"#, Some("between 1s and 1d"));
+        check(r#"{"interval":"2d"}"#, Some("hxlog-sample.timer"));
+        check(r#"{"interval":"1d"}"#, None);
+        check(r#"{"retry_max":"1000w"}"#, Some("\"retry_max\""));
+        check(r#"{"retry_max":"0s"}"#, Some("\"retry_max\""));
+        check(r#"{"webpubsub_timeout":"1h"}"#, Some("between 1s and 10m"));
+        check(
+            r#"{"webpubsub_timeout":"0s"}"#,
+            Some("\"webpubsub_timeout\""),
+        );
+        check(r#"{"read_retries":4000000000}"#, Some("between 0 and 10"));
+        check(r#"{"read_retries":10}"#, None);
+        check(r#"{"postgres_batch_size":0}"#, Some("between 1 and 100000"));
+        check(
+            r#"{"postgres_batch_size":18446744073709551615}"#,
+            Some("between 1 and 100000"),
+        );
+    }
+
+    #[test]
     fn use_mock_sensors_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         for (value, expected) in [
@@ -702,6 +902,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for (text, ok) in [
             (r#"{"T1":"28-0316a2790a3f"}"#, true),
+            (r#"{"T1":" 28-0316A2790A3F "}"#, true),
+            (r#"{"T1":"28-0316A2790A3F","T2":"28-0316a2790a3f"}"#, false),
             (r#"{"T1":"not-an-id"}"#, false),
             (r#"{"T1":28}"#, false),
             (r#"{"T1":"28-01","T2":"28-01"}"#, false),
@@ -709,6 +911,46 @@ mod tests {
         ] {
             let p = write(dir.path(), "d.json", text);
             assert_eq!(load_devicenames(&p).is_ok(), ok, "{text}");
+        }
+    }
+
+    #[test]
+    fn names_are_short_and_printable() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "x".repeat(65);
+        let max = "é".repeat(64);
+        for (device_id, role, refusal) in [
+            ("hx-01", "T1", None),
+            (max.as_str(), max.as_str(), None),
+            ("hx 01 Halle 3", "hot inlet", None),
+            (long.as_str(), "T1", Some("hxlog.json: \"device_id\"")),
+            ("hx\u{0}01", "T1", Some("hxlog.json: \"device_id\"")),
+            ("hx\t01", "T1", Some("control character")),
+            ("hx-01", long.as_str(), Some("d.json: the role name")),
+            ("hx-01", "T1\u{7}", Some("d.json: the role name")),
+            ("hx-01", "T\n1", Some("control character")),
+        ] {
+            write(
+                dir.path(),
+                "d.json",
+                &serde_json::json!({ role: "28-0316a2790a3f" }).to_string(),
+            );
+            let cfg = write(
+                dir.path(),
+                "hxlog.json",
+                &serde_json::json!({ "device_id": device_id, "devicenames": "d.json" }).to_string(),
+            );
+            match (Config::load(Some(&cfg)), refusal) {
+                (Ok(_), None) => {}
+                (Err(e), Some(part)) => {
+                    let e = format!("{e:#}");
+                    assert!(e.contains(part), "{device_id:?} {role:?}: {e}");
+                }
+                (got, _) => panic!(
+                    "{device_id:?} {role:?}: expected {refusal:?}, got {:?}",
+                    got.err()
+                ),
+            }
         }
     }
 
@@ -755,5 +997,52 @@ mod tests {
         );
         let err = format!("{:#}", Secrets::load(Some(&p)).unwrap_err());
         assert!(err.contains("PG_DB_NAME is missing"), "{err}");
+    }
+
+    #[test]
+    fn no_value_of_the_secrets_file_appears_in_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = r#""PG_DB_HOST":"h","PG_DB_NAME":"d","PG_DB_USER":"u""#;
+        for (body, names) in [
+            (
+                format!("{{{base},\"PG_DB_PASSWORD\":98765432}}"),
+                "PG_DB_PASSWORD",
+            ),
+            (
+                format!("{{{base},\"PG_DB_PASSWORD\":[\"98765432\"]}}"),
+                "PG_DB_PASSWORD",
+            ),
+            (
+                format!("{{{base},\"PG_DB_PASSWORD\":true}}"),
+                "PG_DB_PASSWORD",
+            ),
+            (
+                format!("{{{base},\"PG_DB_PASSWORD\":98765432.5}}"),
+                "PG_DB_PASSWORD",
+            ),
+            (format!("{{{base},\"PG_DB_PORT\":98765432}}"), "PG_DB_PORT"),
+            (
+                format!("{{{base},\"PG_DB_PORT\":\"98765432\"}}"),
+                "PG_DB_PORT",
+            ),
+            (format!("{{{base},\"PG_DB_PORT\":-98765432}}"), "PG_DB_PORT"),
+            (
+                r#"{"AZURE_WEBPUBSUB_CONNECTION_STRING":{"k":"98765432"}}"#.to_string(),
+                "AZURE_WEBPUBSUB_CONNECTION_STRING",
+            ),
+            (
+                format!("{{{base},\"PG_DB_PASSWORD\":\"98765432\" \"x\"}}"),
+                "line 1",
+            ),
+            ("[\"98765432\"]".to_string(), "JSON object"),
+        ] {
+            let p = write(dir.path(), "secrets.json", &body);
+            let err = format!("{:#}", Secrets::load(Some(&p)).unwrap_err());
+            assert!(!err.contains("98765432"), "{body}: {err}");
+            assert!(
+                err.contains(names) && err.contains("secrets.json"),
+                "{body}: {err}"
+            );
+        }
     }
 }

@@ -80,15 +80,17 @@ pub enum Quality {
     PowerOnReset,
     /// Raw 0x07ff (127.94 °C): the sensor lacks power for a conversion.
     InsufficientPower,
-    /// A decoded value outside the DS18B20's −55…125 °C range.
+    /// A decoded value outside the chip's range (−55…125 °C for the DS18B20).
     OutOfRange,
+    /// The sensor reports a fault of its own (MAX31850: thermocouple open or shorted).
+    SensorFault,
     /// Reading the sysfs file failed for another reason (permissions, I/O error, timeout).
     ReadError,
 }
 
 impl Quality {
     /// Every quality, for documentation and exhaustive tests.
-    pub const ALL: [Quality; 11] = [
+    pub const ALL: [Quality; 12] = [
         Quality::Ok,
         Quality::NotFound,
         Quality::CrcNo,
@@ -99,6 +101,7 @@ impl Quality {
         Quality::PowerOnReset,
         Quality::InsufficientPower,
         Quality::OutOfRange,
+        Quality::SensorFault,
         Quality::ReadError,
     ];
 
@@ -115,6 +118,7 @@ impl Quality {
             Quality::PowerOnReset => "power_on_reset",
             Quality::InsufficientPower => "insufficient_power",
             Quality::OutOfRange => "out_of_range",
+            Quality::SensorFault => "sensor_fault",
             Quality::ReadError => "read_error",
         }
     }

@@ -234,7 +234,10 @@ pub async fn run_loop(mut sampler: Sampler, opts: LoopOptions) -> anyhow::Result
                 crate::notify::watchdog();
             }
             _ = prune.tick() => {
-                let cutoff = Timestamp::now() - jiff::SignedDuration::try_from(opts.retention).unwrap_or(jiff::SignedDuration::MAX);
+                let Some(cutoff) = prune_cutoff(Timestamp::now(), opts.retention) else {
+                    warn!(retention = ?opts.retention, "retention reaches before year -9999; nothing pruned");
+                    continue;
+                };
                 let sinks = opts.sinks.clone();
                 match sampler.outbox.call(move |o| o.prune(cutoff, &sinks)).await {
                     Ok(0) => {}
@@ -251,6 +254,14 @@ pub async fn run_loop(mut sampler: Sampler, opts: LoopOptions) -> anyhow::Result
         );
     }
     Ok(())
+}
+
+/// The instant before which delivered samples are pruned: `now - retention`,
+/// or `None` when that is not a representable time (config bounds keep
+/// retention far from it; this never panics whatever it is given).
+fn prune_cutoff(now: Timestamp, retention: Duration) -> Option<Timestamp> {
+    let span = jiff::SignedDuration::try_from(retention).ok()?;
+    now.checked_sub(span).ok()
 }
 
 async fn take_one(sampler: &mut Sampler, opts: &LoopOptions) {
@@ -281,6 +292,18 @@ mod tests {
     use crate::config::Synchronous;
     use crate::outbox::Outbox;
     use crate::sensors::{SensorSettings, Sensors};
+
+    #[test]
+    fn the_prune_cutoff_never_overflows() {
+        let now: Timestamp = "2026-11-28T12:00:00Z".parse().unwrap();
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            prune_cutoff(now, day * 90).map(|t| t.to_string()),
+            Some("2026-08-30T12:00:00Z".to_string())
+        );
+        assert_eq!(prune_cutoff(now, day * 5_000_000), None);
+        assert_eq!(prune_cutoff(now, Duration::MAX), None);
+    }
 
     #[tokio::test]
     async fn a_full_disk_keeps_samples_in_memory_until_it_has_room() {

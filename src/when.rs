@@ -34,7 +34,8 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
 
 /// Parses an instant for `--since`/`--until`: RFC 3339 (`2026-11-01T00:00:00Z`,
 /// offsets allowed), a date (`2026-11-01`, midnight UTC), or a duration before
-/// `now` (`90m`, `24h`, `7d`).
+/// `now` (`90m`, `24h`, `7d`). A date-time without an offset
+/// (`2026-11-01T07:30:00`) is refused: local time or UTC would be a guess.
 ///
 /// ```
 /// let now: jiff::Timestamp = "2026-11-28T12:00:00Z".parse().unwrap();
@@ -49,6 +50,14 @@ pub fn parse_when(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
         return Ok(ts);
     }
     if let Ok(date) = t.parse::<Date>() {
+        // jiff reads a date-time as its date: never drop the time of day.
+        if t.contains(['T', 't', ' ']) {
+            bail!(
+                "{text:?} has no UTC offset, so it is ambiguous: add one, e.g. {}Z (UTC) or {}+01:00; {FORMS}",
+                t.replace([' ', 't'], "T"),
+                t.replace([' ', 't'], "T")
+            );
+        }
         return TimeZone::UTC
             .to_timestamp(date.to_datetime(jiff::civil::Time::midnight()))
             .with_context(|| format!("{text:?} is out of range"));
@@ -59,10 +68,11 @@ pub fn parse_when(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
             .checked_sub(d)
             .with_context(|| format!("{text:?} reaches before the representable range"));
     }
-    bail!(
-        "{text:?} is not a time: use RFC 3339 (2026-11-01T00:00:00Z), a date (2026-11-01, UTC midnight) or a duration before now (90m, 24h, 7d)"
-    )
+    bail!("{text:?} is not a time: {FORMS}")
 }
+
+/// The forms [`parse_when`] accepts, for its errors.
+const FORMS: &str = "use RFC 3339 with an offset (2026-11-01T07:30:00Z or 2026-11-01T07:30:00+01:00), a date (2026-11-01, UTC midnight) or a duration before now (90m, 24h, 7d)";
 
 #[cfg(test)]
 mod tests {
@@ -84,6 +94,11 @@ mod tests {
         check("7d", Some("2026-11-21T12:00:00Z"));
         check(" 7d ", Some("2026-11-21T12:00:00Z"));
         check("yesterday", None);
+        check("2026-11-28T07:30:00", None);
+        check("2026-11-28 07:30", None);
+        check("2026-11-28t07:30:00", None);
+        check("2026-11-28 07:30:00Z", Some("2026-11-28T07:30:00Z"));
+        check("2026-11-28T07:30:00-05:00", Some("2026-11-28T12:30:00Z"));
         check("2026-13-01", None);
         check("", None);
     }

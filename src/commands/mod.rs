@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
+use crate::outbox::lock::{Lock, Role};
 use crate::outbox::{Outbox, SharedOutbox};
 use crate::sample::{STANDARD_ROLES, Source};
 use crate::sensors::Sensors;
@@ -109,6 +110,12 @@ fn roles(config: &Config) -> Vec<String> {
     } else {
         config.sensors.roles()
     }
+}
+
+/// Takes the outbox lock of `role` for this command (see `outbox::lock`);
+/// refused with the holder's pid and `hint` when another process holds it.
+fn lock(config: &Config, role: Role, hint: &str) -> anyhow::Result<Lock> {
+    crate::outbox::lock::acquire(&config.outbox_path(), role, hint)
 }
 
 /// A second connection to the outbox for one forwarder.

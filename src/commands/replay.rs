@@ -14,12 +14,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::{EXIT_CONFIG, EXIT_FAILURE, forwarder_outbox};
+use super::{EXIT_CONFIG, EXIT_FAILURE, forwarder_outbox, lock};
 use crate::config::{Config, Secrets};
 use crate::forward::{ForwardOptions, ForwardReport, Mode, forward, resend_window};
 use crate::outbox::Outbox;
+use crate::outbox::lock::Role;
 use crate::sinks::{self, AnySink, Sink, SinkName};
 use crate::when::{parse_duration, parse_when};
+
+/// What to do when another process (the service, or another replay) already
+/// forwards to a sink.
+const DRAIN_HINT: &str = "it delivers the pending samples itself and retries with backoff: `hxlog status` shows its progress and last error, and `systemctl restart hxlog` makes it retry at once (replay --since re-sends a window alongside it)";
 
 /// Forwards what is pending to the configured sinks (only `only`, if given)
 /// and exits when it is delivered.
@@ -33,6 +38,10 @@ pub async fn drain(
         return Ok(ExitCode::from(EXIT_CONFIG));
     };
     let outbox = Outbox::open_existing(&config.outbox_path())?;
+    let _forwarding = sinks
+        .iter()
+        .map(|s| lock(config, Role::Forwarder(s.name()), DRAIN_HINT))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut total = 0;
     for sink in &sinks {
         total += outbox.pending_count(sink.name())?;
@@ -51,6 +60,8 @@ pub async fn drain(
 
 /// Re-sends the samples taken in `[since, until)` to the configured sinks
 /// (only `only`, if given), whether or not they were delivered before.
+/// Takes no forwarder lock: it moves no cursor and the sinks are idempotent,
+/// so it may run while `hxlog run` forwards.
 pub async fn resend(
     config: &Config,
     since: &str,

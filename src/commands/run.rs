@@ -7,14 +7,18 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{build_sensors, forwarder_outbox, open_outbox, spawn_signal_handler};
+use super::{build_sensors, forwarder_outbox, lock, open_outbox, spawn_signal_handler};
 use crate::config::{Config, Secrets};
 use crate::forward::{ForwardOptions, Mode, forward};
+use crate::outbox::lock::Role;
 use crate::outbox::{Outbox, SharedOutbox};
 use crate::sample::Source;
 use crate::sampler::{LoopOptions, Sampler, run_loop};
 use crate::sensors::Sensors;
 use crate::sinks::{self, AnySink, Sink};
+
+/// What to do when another process holds one of `run`'s locks.
+const RUN_HINT: &str = "stop it before starting another (systemctl stop hxlog; in timer mode systemctl stop hxlog-sample.timer hxlog-replay.timer; a manual replay ends by itself), or give this one its own data_dir";
 
 /// Samples every interval and forwards to every configured sink until SIGTERM/Ctrl-C.
 pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
@@ -23,6 +27,13 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     spawn_signal_handler(shutdown.clone())?;
     let (sinks, kept_for) = build_sinks(config);
     let outbox = open_outbox(config)?;
+    // One sampler per outbox and one forwarder per sink, held until we exit;
+    // taken once the outbox is known to be one (a foreign file gets no lock file).
+    let _sampling = lock(config, Role::Sampler, RUN_HINT)?;
+    let _forwarding = sinks
+        .iter()
+        .map(|s| lock(config, Role::Forwarder(s.name()), RUN_HINT))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let sensors = build_sensors(config)?;
     check_sources(&outbox, sensors.source());
     log_bus(config, &sensors);

@@ -3,14 +3,20 @@
 use std::process::ExitCode;
 
 use super::run::{check_sources, log_bus};
-use super::{build_sensors, open_outbox};
+use super::{build_sensors, lock, open_outbox};
 use crate::config::Config;
 use crate::outbox::SharedOutbox;
+use crate::outbox::lock::Role;
 use crate::sampler::{Sampler, summary};
 
 /// Takes exactly one sample, commits it and prints it.
 pub async fn sample(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let outbox = open_outbox(config)?;
+    let _sampling = lock(
+        config,
+        Role::Sampler,
+        "while `hxlog run` samples, its samples are in the outbox (hxlog export --since 1h); stop it (systemctl stop hxlog) to sample by hand",
+    )?;
     let sensors = build_sensors(config)?;
     check_sources(&outbox, sensors.source());
     log_bus(config, &sensors);

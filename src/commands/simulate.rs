@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use jiff::{SignedDuration, Timestamp};
 
-use super::open_outbox;
+use super::{lock, open_outbox};
 use crate::config::Config;
+use crate::outbox::lock::Role;
 use crate::sample::{Sample, Source};
 use crate::sensors::mock::MockExchanger;
 use crate::when::parse_duration;
@@ -28,6 +29,11 @@ pub fn simulate(config: &Config, count: u64, interval: &str) -> anyhow::Result<E
         .checked_sub(total)
         .context("--count × --interval reaches too far back")?;
     let mut outbox = open_outbox(config)?;
+    let _sampling = lock(
+        config,
+        Role::Sampler,
+        "simulated samples are written only while nothing else samples this outbox; stop it first, or give simulate its own data_dir",
+    )?;
     let roles = super::roles(config);
     let mut mock = MockExchanger::new(roles, crate::sensors::mock::seed(&config.device_id));
     let mut written = 0u64;

@@ -21,6 +21,8 @@ use crate::config::Synchronous;
 use crate::efficiency::Efficiency;
 use crate::sample::{ClockStamp, ClockState, Reading, Sample, Source};
 
+pub mod lock;
+
 /// The migrations, in order; index + 1 is the `user_version` after applying.
 const MIGRATIONS: &[(&str, &str)] = &[
     (

@@ -6,6 +6,7 @@ use hxlog_test_support::{harness as common, logger, pg, proxy, wps_server};
 
 mod clock;
 mod foundation;
+mod hardening;
 mod ops;
 mod pg_hang;
 mod pg_quarantine;

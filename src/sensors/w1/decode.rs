@@ -9,6 +9,26 @@ pub const MIN_CELSIUS: f64 = -55.0;
 /// The highest temperature a DS18B20 reports, °C.
 pub const MAX_CELSIUS: f64 = 125.0;
 
+/// The range a chip can report, °C: the DS18B20, DS18S20, DS1822 and DS1825
+/// measure −55…125 °C, the DS28EA00 −40…85 °C. A MAX31850 (family 3b, like
+/// the DS1825) reports what its thermocouple measures; its scratchpad does
+/// not say which thermocouple type, so it gets the widest span of the
+/// MAX31850 variants (K, N, T, E: from −270 °C; R, S: up to 1768 °C; type K
+/// alone is −270…1372 °C), well inside its 14-bit format (±2048 °C).
+pub fn valid_range(family: u8, max31850: bool) -> (f64, f64) {
+    match family {
+        0x3b if max31850 => (-270.0, 1768.0),
+        0x42 => (-40.0, 85.0),
+        _ => (MIN_CELSIUS, MAX_CELSIUS),
+    }
+}
+
+/// True for a MAX31850 thermocouple converter: family 3b, with configuration
+/// byte 4's reserved bits 7…4 reading 1 (a DS1825's bit 7 is always 0).
+pub fn is_max31850(family: u8, sp: &[u8; 9]) -> bool {
+    family == 0x3b && sp[4] & 0xf0 == 0xf0
+}
+
 /// Raw power-on value of the 12-bit families (85.0 °C).
 const POWER_ON_RAW: i16 = 0x0550;
 /// Raw power-on value of the DS18S20 (85.0 °C in 0.5 °C steps).
@@ -152,7 +172,9 @@ pub fn parse_w1_slave(family: u8, text: &str) -> Result<f64, (Quality, String)> 
 /// * DS18S20: extended resolution from COUNT_REMAIN (byte 6) and COUNT_PER_C
 ///   (byte 7), plain 0.5 °C when byte 7 is 0; raw `0x00aa` with byte 6 =
 ///   `0x0c` → [`Quality::PowerOnReset`];
-/// * outside −55…125 °C → [`Quality::OutOfRange`];
+/// * MAX31850 (family 3b, byte 4 bits 7…4 set): fault bit (byte 0 bit 0) →
+///   [`Quality::SensorFault`] with the cause from byte 2; else 14 bits in 0.25 °C;
+/// * outside the chip's [`valid_range`] → [`Quality::OutOfRange`];
 /// * a family that is not a temperature sensor → [`Quality::ReadError`].
 ///
 /// ```
@@ -183,6 +205,9 @@ pub fn decode_scratchpad(family: u8, sp: &[u8; 9]) -> Result<f64, (Quality, Stri
             format!("family {family:02x} is not a temperature sensor"),
         ));
     };
+    if is_max31850(family, sp) {
+        return max31850_celsius(sp);
+    }
     let raw = i16::from_le_bytes([sp[0], sp[1]]);
     let celsius = if family == 0x10 {
         if raw == DS18S20_POWER_ON_RAW && sp[6] == POWER_ON_BYTE6 {
@@ -198,7 +223,35 @@ pub fn decode_scratchpad(family: u8, sp: &[u8; 9]) -> Result<f64, (Quality, Stri
         }
         f64::from(mask_undefined_bits(family, raw, sp[4])) / 16.0
     };
-    in_range(celsius)
+    in_range(family, false, celsius)
+}
+
+/// MAX31850: byte 0 bit 0 is its FAULT bit, and byte 2's bits 0–2 say which
+/// (open thermocouple, short to GND, short to VDD); otherwise bytes 0–1 hold
+/// a signed 14-bit value in 0.25 °C steps (bits 15…2).
+fn max31850_celsius(sp: &[u8; 9]) -> Decoded {
+    if sp[0] & 0x01 != 0 {
+        let causes: Vec<&str> = [
+            (0x01, "thermocouple open (not connected or broken)"),
+            (0x02, "thermocouple shorted to GND"),
+            (0x04, "thermocouple shorted to VDD"),
+        ]
+        .into_iter()
+        .filter(|(bit, _)| sp[2] & bit != 0)
+        .map(|(_, why)| why)
+        .collect();
+        let why = if causes.is_empty() {
+            "fault bit set without a cause bit".to_string()
+        } else {
+            causes.join(", ")
+        };
+        return Err((
+            Quality::SensorFault,
+            format!("MAX31850 reports a fault: {why}; check the thermocouple and its wiring"),
+        ));
+    }
+    let raw = i16::from_le_bytes([sp[0], sp[1]]) >> 2;
+    in_range(0x3b, true, f64::from(raw) * 0.25)
 }
 
 /// Parses a `temperature` attribute: whole millidegrees, which the kernel
@@ -210,9 +263,9 @@ pub fn decode_scratchpad(family: u8, sp: &[u8; 9]) -> Result<f64, (Quality, Stri
 ///
 /// ```
 /// use hxlog::sensors::w1::parse_temperature_file;
-/// assert_eq!(parse_temperature_file("23062\n"), Ok(23.0625));
+/// assert_eq!(parse_temperature_file(0x28, "23062\n"), Ok(23.0625));
 /// ```
-pub fn parse_temperature_file(text: &str) -> Result<f64, (Quality, String)> {
+pub fn parse_temperature_file(family: u8, text: &str) -> Result<f64, (Quality, String)> {
     let text = text.trim();
     if text.is_empty() {
         return Err((
@@ -226,7 +279,7 @@ pub fn parse_temperature_file(text: &str) -> Result<f64, (Quality, String)> {
     if milli == NO_POWER_MILLI {
         return Err(insufficient_power());
     }
-    in_range((milli as f64 / 62.5).round() / 16.0)
+    in_range(family, false, (milli as f64 / 62.5).round() / 16.0)
 }
 
 fn garbage(what: &str, text: &str) -> (Quality, String) {
@@ -256,13 +309,14 @@ fn insufficient_power() -> (Quality, String) {
     )
 }
 
-fn in_range(celsius: f64) -> Decoded {
-    if (MIN_CELSIUS..=MAX_CELSIUS).contains(&celsius) {
+fn in_range(family: u8, max31850: bool, celsius: f64) -> Decoded {
+    let (min, max) = valid_range(family, max31850);
+    if (min..=max).contains(&celsius) {
         Ok(celsius)
     } else {
         Err((
             Quality::OutOfRange,
-            format!("{celsius} °C is outside the sensor range −55…125 °C"),
+            format!("{celsius} °C is outside the sensor range {min}…{max} °C"),
         ))
     }
 }
@@ -548,8 +602,71 @@ pub(super) mod tests {
         check(0x3a, &slave(b20(0x0191, 0x0f)), Err(ReadError));
     }
 
+    /// A MAX31850 scratchpad: 14-bit value in 0.25 °C steps (bits 15…2),
+    /// the fault bit, the cause bits of byte 2, address 0 in byte 4.
+    fn max31850(quarter_degrees: i16, fault: bool, causes: u8) -> [u8; 8] {
+        let [lo, hi] = ((quarter_degrees << 2) | i16::from(fault)).to_le_bytes();
+        [lo, hi, 0x90 | causes, 0x01, 0xf0, 0xff, 0xff, 0xff]
+    }
+
+    #[test]
+    fn max31850_faults_and_range() {
+        use Quality::{OutOfRange, SensorFault};
+        let case = |sp: [u8; 8], expected: Result<f64, Quality>, why: &str| {
+            let got = parse_w1_slave(0x3b, &slave(sp));
+            match (&got, expected) {
+                (Ok(g), Ok(x)) => assert_eq!(*g, x, "{sp:02x?}"),
+                (Err((q, reason)), Err(x)) => {
+                    assert_eq!(*q, x, "{sp:02x?}: {reason}");
+                    assert!(reason.contains(why), "{sp:02x?}: {reason}");
+                }
+                _ => panic!("{sp:02x?}: got {got:?}, expected {expected:?}"),
+            }
+        };
+        case(max31850(100, false, 0), Ok(25.0), "");
+        case(max31850(-1, false, 0), Ok(-0.25), "");
+        case(max31850(4 * 1000, false, 0), Ok(1000.0), ""); // a DS18B20 would say out of range
+        case(max31850(4 * 1372, false, 0), Ok(1372.0), "");
+        case(max31850(-4 * 270, false, 0), Ok(-270.0), "");
+        case(max31850(-4 * 271, false, 0), Err(OutOfRange), "-270…1768");
+        case(max31850(8191, false, 0), Err(OutOfRange), "2047.75 °C");
+        case(max31850(100, true, 0x01), Err(SensorFault), "open");
+        case(
+            max31850(100, true, 0x02),
+            Err(SensorFault),
+            "shorted to GND",
+        );
+        case(
+            max31850(100, true, 0x04),
+            Err(SensorFault),
+            "shorted to VDD",
+        );
+        case(max31850(0, true, 0x00), Err(SensorFault), "without a cause");
+        // byte 4 with bit 7 clear is a DS1825: −55…125 °C as before
+        let mut ds1825 = max31850(100, false, 0);
+        ds1825[4] = 0x7f;
+        case(ds1825, Ok(25.0), ""); // 400 / 16, the DS1825 scale
+        ds1825[1] = 0x40; // 0x4190 / 16 = 1049 °C: out of the DS1825 range
+        case(ds1825, Err(OutOfRange), "-55…125");
+    }
+
+    #[test]
+    fn ranges_are_per_family() {
+        for (family, milli, ok) in [
+            (0x28, 125_000, true),
+            (0x28, -55_000, true),
+            (0x42, 85_000, true),
+            (0x42, 85_062, false),
+            (0x42, -40_062, false),
+            (0x22, 125_000, true),
+        ] {
+            let got = parse_temperature_file(family, &format!("{milli}\n"));
+            assert_eq!(got.is_ok(), ok, "{family:02x} {milli}: {got:?}");
+        }
+    }
+
     fn check_temperature(text: &str, expected: Result<f64, Quality>) {
-        let got = parse_temperature_file(text);
+        let got = parse_temperature_file(0x28, text);
         match (&got, expected) {
             (Ok(g), Ok(x)) => assert_eq!(*g, x, "text {text:?}"),
             (Err((q, why)), Err(x)) => assert_eq!(*q, x, "text {text:?}: {why}"),

@@ -360,10 +360,11 @@ fn read_once(dir: &Path, family: u8, use_temperature: bool) -> Decoded {
     if !dir.is_dir() {
         return Err(not_found(dir));
     }
-    if use_temperature {
+    // Family 3b may be a MAX31850, whose fault bits only the scratchpad shows.
+    if use_temperature && family != 0x3b {
         let path = dir.join("temperature");
         if path.is_file() {
-            let celsius = parse_temperature_file(&read_text(dir, &path)?)
+            let celsius = parse_temperature_file(family, &read_text(dir, &path)?)
                 .map_err(|(q, why)| (q, format!("{}: {why}", path.display())))?;
             if celsius != 85.0 && celsius != 0.0 {
                 return Ok(celsius);
