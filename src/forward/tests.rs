@@ -5,10 +5,17 @@ use crate::sample::{Reading, Source};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+/// The ids a test sink was sent, in order, resends included.
+type Received = Arc<Mutex<Vec<uuid::Uuid>>>;
+
+fn record(received: &Received, batch: &[Sample]) {
+    received.lock().unwrap().extend(batch.iter().map(|s| s.id));
+}
+
 /// A scripted in-memory sink: answers from `script` first, then Ok.
 struct ScriptedSink {
     script: VecDeque<SinkError>,
-    received: Arc<Mutex<Vec<uuid::Uuid>>>,
+    received: Received,
     max_batch: usize,
 }
 
@@ -23,10 +30,7 @@ impl Sink for ScriptedSink {
         if let Some(e) = self.script.pop_front() {
             return Err(e);
         }
-        self.received
-            .lock()
-            .unwrap()
-            .extend(batch.iter().map(|s| s.id));
+        record(&self.received, batch);
         Ok(())
     }
 }
@@ -52,7 +56,7 @@ fn setup(n: usize) -> (tempfile::TempDir, SharedOutbox, Vec<uuid::Uuid>) {
     )
 }
 
-fn sink(script: Vec<SinkError>, max_batch: usize) -> (ScriptedSink, Arc<Mutex<Vec<uuid::Uuid>>>) {
+fn sink(script: Vec<SinkError>, max_batch: usize) -> (ScriptedSink, Received) {
     let received = Arc::new(Mutex::new(vec![]));
     (
         ScriptedSink {
@@ -189,7 +193,7 @@ fn delays_are_jittered_and_capped() {
 struct AckFailsOnceSink {
     outbox: SharedOutbox,
     sends: usize,
-    received: Arc<Mutex<Vec<uuid::Uuid>>>,
+    received: Received,
 }
 
 impl Sink for AckFailsOnceSink {
@@ -206,10 +210,7 @@ impl Sink for AckFailsOnceSink {
             .call(move |o| o.set_read_only_for_tests(read_only))
             .await
             .unwrap();
-        self.received
-            .lock()
-            .unwrap()
-            .extend(batch.iter().map(|s| s.id));
+        record(&self.received, batch);
         Ok(())
     }
 }
@@ -246,7 +247,7 @@ async fn a_failed_ack_resends_the_batch_and_keeps_forwarding() {
 /// Never answers its first `hangs` sends, then delivers.
 struct HangingSink {
     hangs: usize,
-    received: Arc<Mutex<Vec<uuid::Uuid>>>,
+    received: Received,
 }
 
 impl Sink for HangingSink {
@@ -261,10 +262,7 @@ impl Sink for HangingSink {
             self.hangs -= 1;
             std::future::pending::<()>().await;
         }
-        self.received
-            .lock()
-            .unwrap()
-            .extend(batch.iter().map(|s| s.id));
+        record(&self.received, batch);
         Ok(())
     }
 }

@@ -6,8 +6,8 @@
 //! against the `hxlog.samples` schema), records what it accepted, and can inject
 //! faults (503, 429 with `Retry-After`, 401, 400, 413, slow answers, refused
 //! connections). It must not depend on hxlog's own types: it checks the JSON the
-//! way a subscriber would see it, so it can be included with `#[path]` from unit
-//! tests and with `mod` from the end-to-end test binary. It has no `mod` items.
+//! way a subscriber would see it. The end-to-end test binary includes it with
+//! `mod`; no unit test in `src/` drives it. It has no `mod` items.
 //!
 //! Deviations from the real service, on purpose: it serves one hub only (a
 //! request for another hub is answered 400, so a misconfigured hub fails loudly),
