@@ -4,8 +4,9 @@
 //! and tokio's timers stay true (`FAKETIME_DONT_FAKE_MONOTONIC=1`).
 //! `clock_sync` is a file here (the machine's kernel clock is synced).
 
+use hxlog_test_support::SpawnGuarded;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -80,13 +81,12 @@ impl Clocked {
         c
     }
 
-    fn spawn_run(&self) -> Child {
+    fn spawn_run(&self) -> hxlog_test_support::KillOnDrop {
         let log = std::fs::File::create(self.l.log_path()).unwrap();
         self.cmd(&["run"])
             .stdout(Stdio::null())
             .stderr(log)
-            .spawn()
-            .unwrap()
+            .spawn_guarded()
     }
 
     fn log(&self) -> String {

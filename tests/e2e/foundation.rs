@@ -2,6 +2,7 @@
 //! `sample`, `run`, `export`, `status`, `sensors`, `simulate`, and the
 //! failures a user can cause (bad JSON, a garbage outbox, an unwritable data folder).
 
+use hxlog_test_support::SpawnGuarded;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -575,14 +576,13 @@ fn secrets_never_appear_and_world_readable_secrets_warn() {
 
 /// Starts `hxlog run` and returns as soon as its stderr shows the
 /// "hxlog starting" line (read without any polling delay).
-fn run_until_started(setup: &Setup) -> (std::process::Child, Vec<String>) {
+fn run_until_started(setup: &Setup) -> (hxlog_test_support::KillOnDrop, Vec<String>) {
     use std::io::{BufRead, BufReader};
     let mut child = setup
         .cmd(&["run"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let mut lines = vec![];
     let mut reader = BufReader::new(child.stderr.take().unwrap());
     loop {

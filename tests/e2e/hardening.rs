@@ -2,6 +2,7 @@
 //! logger, end to end through the built binary. A config value out of range is
 //! refused at load with the file named, never a panic later.
 
+use hxlog_test_support::SpawnGuarded;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -21,8 +22,7 @@ fn run_to_exit(setup: &Setup, args: &[&str], deadline: Duration) -> Outcome {
         .cmd(args)
         .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let status = wait_exit(&mut child, deadline);
     if status.is_none() {
         let _ = child.kill();

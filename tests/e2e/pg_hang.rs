@@ -3,6 +3,7 @@
 //! `--give-up-after` whatever the sink is doing; the abandoned statement is
 //! cancelled on the server, so retries do not pile up blocked backends.
 
+use hxlog_test_support::SpawnGuarded;
 use std::time::Duration;
 
 use serde_json::json;
@@ -88,8 +89,7 @@ fn replay_gives_up_on_time_while_a_statement_is_blocked() {
         .cmd(&["replay", "--give-up-after", "5s"])
         .stdout(std::process::Stdio::null())
         .stderr(log)
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let status = crate::common::wait_exit(&mut child, Duration::from_secs(60));
     let _ = child.kill();
     let err = std::fs::read_to_string(l.path().join("replay.log")).unwrap();

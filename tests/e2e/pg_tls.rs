@@ -4,6 +4,7 @@
 //! hxlog's backend during `run`); the ones that should refuse do, as a
 //! permanent error. A handshake cut short by the network is transient.
 
+use hxlog_test_support::SpawnGuarded;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -419,8 +420,7 @@ fn a_tls_handshake_cut_by_the_network_is_transient() {
         .cmd(&["replay", "--give-up-after", "120s"])
         .stdout(Stdio::null())
         .stderr(log)
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let status = crate::common::wait_exit(&mut child, Duration::from_secs(150));
     let _ = child.kill();
     let log = std::fs::read_to_string(l.path().join("replay.log")).unwrap();

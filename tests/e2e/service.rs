@@ -1,6 +1,7 @@
 //! `hxlog run` as systemd runs it: sd_notify READY/WATCHDOG/STOPPING on a fake
 //! `NOTIFY_SOCKET`, JSON logs, the optional log file.
 
+use hxlog_test_support::SpawnGuarded;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
@@ -42,8 +43,7 @@ fn run_notifies_systemd_and_pets_the_watchdog() {
         .env("NOTIFY_SOCKET", &path)
         .env("WATCHDOG_USEC", "400000")
         .stderr(log)
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     // READY once the outbox is open: checked the moment READY=1 arrives
     let mut got = receive_until(&sock, Duration::from_secs(30), |g| {
         g.iter().any(|m| m.contains("READY=1"))

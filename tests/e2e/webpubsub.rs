@@ -2,6 +2,7 @@
 //! publishing, outage and batched catch-up, kill -9 mid catch-up, sinks
 //! failing independently, bad keys, malformed connection strings, secrets.
 
+use hxlog_test_support::SpawnGuarded;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -133,8 +134,7 @@ async fn kill_9_mid_catch_up_loses_no_id() {
         let mut child = l
             .cmd(&["replay"])
             .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+            .spawn_guarded();
         tokio::time::sleep(Duration::from_millis(fastrand::u64(50..500))).await;
         let _ = child.kill();
         let _ = child.wait();
@@ -270,8 +270,7 @@ async fn secrets_never_appear_in_logs_at_any_level() {
         .cmd(&["run"])
         .env("RUST_LOG", "trace")
         .stderr(log)
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     srv.wait_for_ids(3, Duration::from_secs(60)).await;
     assert!(terminate(&mut child, hxlog_test_support::SIGTERM_DEADLINE).success());
     let text = std::fs::read_to_string(l.log_path()).unwrap();
