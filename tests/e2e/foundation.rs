@@ -654,3 +654,39 @@ fn calibration_and_hxlog_config_env_apply() {
     assert!(setup.outbox_path().is_file());
     assert!(!elsewhere.path().join("data").exists());
 }
+
+#[test]
+fn replay_without_a_sink_exits_2_and_keeps_the_samples() {
+    let mut setup = Setup::new();
+    setup.set("sensor_source", json!("mock"));
+    setup.run(&["simulate", "--count", "3"]).ok();
+    for args in [&["replay"][..], &["replay", "--since", "1d"]] {
+        let out = setup.run(args);
+        assert_eq!(out.code, Some(2), "{args:?}: {out}");
+        assert!(out.stderr.contains("no sink configured"), "{args:?}: {out}");
+    }
+    assert_eq!(setup.sample_count(), 3);
+}
+
+#[test]
+fn mixing_mock_and_real_samples_in_one_outbox_warns() {
+    let mut setup = Setup::new();
+    setup.healthy_bus([60.0, 40.0, 20.0, 35.0]);
+    let first = setup.run(&["sample"]);
+    first.ok();
+    assert!(!first.stderr.contains("already holds"), "{first}");
+    setup.set("sensor_source", json!("mock"));
+    let mixed = setup.run(&["sample"]);
+    mixed.ok();
+    assert!(
+        mixed.stderr.contains("WARN")
+            && mixed
+                .stderr
+                .contains("already holds w1 samples and this run writes mock samples"),
+        "{mixed}"
+    );
+    // the same source again: no warning
+    let again = setup.run(&["sample"]);
+    again.ok();
+    assert!(!again.stderr.contains("already holds"), "{again}");
+}

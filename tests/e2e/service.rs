@@ -69,6 +69,56 @@ fn run_notifies_systemd_and_pets_the_watchdog() {
 }
 
 #[test]
+fn a_hung_sensor_read_stops_the_watchdog_pings() {
+    use hxlog_test_support::{IDS, Setup, SpawnGuarded, w1_slave_text};
+    let mut setup = Setup::new();
+    setup.set("interval", json!("1m"));
+    let bus = setup.healthy_bus([60.0, 40.0, 20.0, 35.0]);
+    // T1's w1_slave becomes a FIFO: reading it blocks, as a read stuck in
+    // the kernel would, until something writes to it
+    let fifo = bus.w1_slave_path(IDS[0]);
+    std::fs::remove_file(&fifo).unwrap();
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    let path = setup.dir().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let mut child = setup
+        .cmd(&["run"])
+        .env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn_guarded();
+    receive_until(&sock, Duration::from_secs(30), |g| {
+        g.iter().any(|m| m.contains("READY=1"))
+    });
+    // The first sample is taken at once and hangs on T1. A ping is due every
+    // 200 ms: in 3 s at most the one sent before the read began may arrive
+    // (waiting longer than this proves no more; a slow machine cannot make a
+    // ping appear that is not sent).
+    let quiet = Instant::now() + Duration::from_secs(3);
+    let mut pings = 0;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < quiet {
+        if let Ok(n) = sock.recv(&mut buf) {
+            pings += usize::from(String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1"));
+        }
+    }
+    assert!(
+        pings <= 1,
+        "{pings} WATCHDOG=1 while a sensor read hangs: systemd would never restart hxlog"
+    );
+    // the read returns: the pings come back
+    std::fs::write(&fifo, w1_slave_text(0x28, 60.0)).unwrap();
+    receive_until(&sock, Duration::from_secs(30), |g| {
+        g.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3
+    });
+    assert!(terminate(&mut child, hxlog_test_support::SIGTERM_DEADLINE).success());
+    assert_eq!(setup.sample_count(), 1);
+}
+
+#[test]
 fn json_logs_and_a_log_file_that_survives_rotation() {
     let l = Logger::new(json!({ "log_file": "hxlog.log", "secrets": null }));
     let out = l.cmd(&["--log-format", "json", "sample"]).output().unwrap();

@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -76,6 +76,7 @@ pub struct Accepted {
 #[derive(Debug, Default)]
 struct Recorded {
     requests: usize,
+    request_times: Vec<Instant>,
     faults: VecDeque<Fault>,
     accepted: Vec<Accepted>,
     tokens: Vec<String>,
@@ -171,6 +172,11 @@ impl TestServer {
     /// How many requests reached the server (accepted or not).
     pub fn request_count(&self) -> usize {
         self.shared.lock().requests
+    }
+
+    /// When each request reached the server (accepted or not), in order.
+    pub fn request_times(&self) -> Vec<Instant> {
+        self.shared.lock().request_times.clone()
     }
 
     /// The accepted message bodies, in the order accepted.
@@ -310,7 +316,11 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    shared.lock().requests += 1;
+    {
+        let mut recorded = shared.lock();
+        recorded.requests += 1;
+        recorded.request_times.push(Instant::now());
+    }
     let response = check_and_accept(&shared, &method, &uri, &headers, &body).await;
     let status = response.status();
     if !status.is_success() {
