@@ -54,7 +54,10 @@ fn replay_drains_a_backlog_exactly_once() {
     let delivered = stderr
         .lines()
         .find(|l| l.contains("replay finished"))
-        .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("delivered=")))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("delivered="))
+        })
         .and_then(|n| n.parse::<u64>().ok());
     assert_eq!(delivered, Some(5000), "{stderr}");
     assert_eq!(db.samples(), 5000);

@@ -214,14 +214,7 @@ impl TestServer {
     /// them; panics when fewer were accepted by `timeout`, so a caller cannot
     /// mistake "nothing arrived" for success.
     pub async fn wait_for_ids(&self, count: usize, timeout: Duration) -> Vec<String> {
-        // scaled like every deadline of the test support (harness::time_factor;
-        // repeated here because this file is also included from unit tests)
-        let factor = std::env::var("HXLOG_TEST_TIME_FACTOR")
-            .ok()
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(1.0)
-            .max(1.0);
-        let timeout = timeout.mul_f64(factor);
+        let timeout = crate::harness::scaled(timeout);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.shared.changed.notified();
@@ -254,7 +247,7 @@ impl TestServer {
             .take();
         if let Some(Running { shutdown, mut task }) = running {
             let _ = shutdown.send(());
-            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+            if tokio::time::timeout(crate::harness::scaled(Duration::from_secs(5)), &mut task)
                 .await
                 .is_err()
             {
