@@ -155,7 +155,7 @@ fn run_times_out_cancels_and_resumes_when_the_lock_is_released() {
     wait_until(Duration::from_secs(60), "delivery resumes", || {
         db.samples() as u64 >= before
     });
-    assert!(terminate(&mut child, Duration::from_secs(20)).success());
+    assert!(terminate(&mut child, hxlog_test_support::SIGTERM_DEADLINE).success());
     l.ok(&["replay"]);
     assert_eq!(db.samples() as u64, l.samples());
     assert_eq!(

@@ -207,7 +207,7 @@ fn delivers_encrypted(db: &TestDb, what: &str, extra: &[(&str, &str)]) {
         encrypted >= 1 && plain == 0,
         "{what}: hxlog's sessions: {encrypted} encrypted, {plain} in clear text"
     );
-    assert!(terminate(&mut child, Duration::from_secs(20)).success());
+    assert!(terminate(&mut child, hxlog_test_support::SIGTERM_DEADLINE).success());
     let log = std::fs::read_to_string(l.log_path()).unwrap();
     assert!(!log.contains("delivery failed"), "{what}:\n{log}");
 }

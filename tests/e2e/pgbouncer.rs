@@ -276,7 +276,7 @@ fn run_delivers_promptly_through_pgbouncer() {
         },
     );
     for (l, child) in loggers.iter().zip(&mut children) {
-        assert!(crate::logger::terminate(child, Duration::from_secs(20)).success());
+        assert!(crate::logger::terminate(child, hxlog_test_support::SIGTERM_DEADLINE).success());
         let log = std::fs::read_to_string(l.log_path()).unwrap();
         assert!(
             !log.contains("permanent"),

@@ -60,7 +60,7 @@ fn run_notifies_systemd_and_pets_the_watchdog() {
     let first_watchdog = got.iter().position(|m| m.contains("WATCHDOG=1")).unwrap();
     assert!(ready <= first_watchdog, "{got:?}");
     assert!(terminate(&mut child, hxlog_test_support::SIGTERM_DEADLINE).success());
-    let rest = receive_until(&sock, Duration::from_secs(5), |g| {
+    let rest = receive_until(&sock, hxlog_test_support::SIGTERM_DEADLINE, |g| {
         g.iter().any(|m| m.contains("STOPPING=1"))
     });
     assert!(rest.iter().any(|m| m.contains("STOPPING=1")));

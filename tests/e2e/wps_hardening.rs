@@ -59,7 +59,7 @@ async fn a_sink_configured_wrongly_never_stops_sampling() {
             );
         }
     });
-    assert!(terminate(&mut child, Duration::from_secs(10)).success());
+    assert!(terminate(&mut child, hxlog_test_support::SIGTERM_DEADLINE).success());
     let log = std::fs::read_to_string(l.log_path()).unwrap();
     assert!(
         log.lines().any(|line| line.contains("ERROR")
