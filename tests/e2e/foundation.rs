@@ -204,7 +204,7 @@ fn run_samples_until_sigterm_and_records_an_unplugged_sensor() {
 
     let status = run
         .terminate(hxlog_test_support::SIGTERM_DEADLINE)
-        .expect("hxlog run did not stop within 5 s of SIGTERM");
+        .expect("hxlog run did not stop within SIGTERM_DEADLINE of SIGTERM");
     assert_eq!(status.code(), Some(0), "{:#?}", run.lines());
 
     let csv = setup.export_csv(&["--since", "1h"]);
