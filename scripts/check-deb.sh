@@ -5,9 +5,15 @@
 #   2. builds the package (cargo deb; --stub-binary packages a stand-in binary
 #      instead, to check the packaging while the program does not build)
 #   3. checks the file list, modes and conffiles (dpkg-deb -c / -I)
-#   4. as root, when hxlog is not already installed: dpkg -i, checks the
-#      user, permissions and directories, then dpkg --purge and checks that
-#      everything is gone
+#   4. as root: dpkg -i, checks the user, permissions and directories, runs
+#      a sample as the service user, installs the same package again (an
+#      upgrade) and checks the outbox is kept, then dpkg --remove (keeps the
+#      state, the config and the user) and dpkg --purge (removes them)
+#
+# Outside CI the round trip is skipped, loudly, when not root, with
+# --no-install, or when hxlog is already installed (it is not ours to purge).
+# Under CI (CI set, as .ci/run does) a skip is a failure, and an hxlog left
+# installed by an aborted earlier run is purged first.
 #
 # Exit status 0 when every check passed. Used by CI.
 set -euo pipefail
@@ -19,8 +25,9 @@ Usage: scripts/check-deb.sh [--stub-binary] [--no-install] [--help]
 
   --stub-binary  do not build hxlog: package a small shell script in its place
                  (checks the packaging only; says so in the output)
-  --no-install   skip the dpkg -i / dpkg --purge round trip
-Environment: CARGO_TARGET_DIR (default: target), CARGO_DEB_VERSION (pin cargo-deb)
+  --no-install   skip the dpkg -i / dpkg --purge round trip (refused under CI)
+Environment: CARGO_TARGET_DIR (default: target), CARGO_DEB_VERSION (pin cargo-deb),
+  CI (set: never skip the round trip)
 EOF
 }
 
@@ -133,49 +140,111 @@ for s in postinst prerm postrm; do
 done
 
 # ---------------------------------------------------------------- install
+# dpkg's own word on the package: installed, config-files, half-installed, ...
+# (empty when dpkg has never heard of it, not-installed once purged).
+dpkg_status() { dpkg-query -W -f='${db:Status-Status}' hxlog 2>/dev/null || true; }
+# skip_round_trip WHY: a skip outside CI, a failure under CI.
+skip_round_trip() {
+    if [[ -n "${CI:-}" ]]; then
+        fail "install round trip not run under CI: $1"
+    else
+        echo "install round trip SKIPPED: $1"
+    fi
+}
+# same_mode PATH MODE_OWNER: checks `stat -c '%a %U:%G'` of PATH.
+same_mode() {
+    local perm
+    perm=$(stat -c '%a %U:%G' "$1" 2>/dev/null || echo missing)
+    check "$1 $perm" "$1 is $perm, expected $2" test "$perm" = "$2"
+}
+# as_hxlog CMD...: runs hxlog as the service user with the packaged config.
+as_hxlog() {
+    runuser -u hxlog -- env USE_MOCK_SENSORS=true HXLOG_CONFIG=/etc/hxlog/hxlog.json /usr/bin/hxlog "$@"
+}
+outbox=/var/lib/hxlog/outbox.sqlite
+
+round_trip=1
 if [[ $install -eq 0 ]]; then
-    echo "install round trip skipped (--no-install)"
+    skip_round_trip "--no-install"
+    round_trip=0
 elif [[ $EUID -ne 0 ]]; then
-    echo "install round trip skipped: needs root"
-elif dpkg-query -W -f='${Status}' hxlog 2>/dev/null | grep -q 'install ok'; then
-    echo "install round trip skipped: hxlog is already installed on this machine"
-else
+    skip_round_trip "needs root"
+    round_trip=0
+elif [[ -n "$(dpkg_status)" && "$(dpkg_status)" != not-installed ]]; then
+    if [[ -n "${CI:-}" ]]; then
+        echo "hxlog is $(dpkg_status) (an earlier run aborted?): purging it first"
+        dpkg --purge hxlog
+    else
+        skip_round_trip "hxlog is already installed on this machine ($(dpkg_status))"
+        round_trip=0
+    fi
+fi
+
+if [[ $round_trip -eq 1 ]]; then
     echo "Install"
     dpkg -i "$deb"
+    check "dpkg says installed" "dpkg says $(dpkg_status), expected installed" test "$(dpkg_status)" = installed
     if getent passwd hxlog >/dev/null; then pass "user hxlog created"; else fail "user hxlog missing"; fi
     if getent group hxlog >/dev/null; then pass "group hxlog created"; else fail "group hxlog missing"; fi
-    perm=$(stat -c '%a %U:%G' /etc/hxlog/secrets.json)
-    check "secrets.json $perm" "secrets.json is $perm, expected 640 root:hxlog" test "$perm" = "640 root:hxlog"
-    perm=$(stat -c '%a %U:%G' /var/lib/hxlog)
-    check "/var/lib/hxlog $perm" "/var/lib/hxlog is $perm, expected 750 hxlog:hxlog" test "$perm" = "750 hxlog:hxlog"
+    same_mode /etc/hxlog/secrets.json "640 root:hxlog"
+    same_mode /var/lib/hxlog "750 hxlog:hxlog"
+    same_mode /var/log/hxlog "750 hxlog:hxlog"
     if /usr/bin/hxlog --help >/dev/null 2>&1; then pass "hxlog --help runs"; else fail "hxlog --help failed"; fi
     if [[ $stub -eq 0 ]]; then
         # The packaged config, run as the service user (simulated sensors: no bus here).
-        if runuser -u hxlog -- env USE_MOCK_SENSORS=true HXLOG_CONFIG=/etc/hxlog/hxlog.json /usr/bin/hxlog sample >/dev/null 2>&1 \
-            && runuser -u hxlog -- env HXLOG_CONFIG=/etc/hxlog/hxlog.json /usr/bin/hxlog status >/dev/null 2>&1 \
-            && test -f /var/lib/hxlog/outbox.sqlite; then
+        if as_hxlog sample >/dev/null 2>&1 && as_hxlog status >/dev/null 2>&1 && test -f "$outbox"; then
             pass "hxlog sample and status run as user hxlog with the packaged config"
         else
             fail "hxlog sample/status as user hxlog with the packaged config failed"
         fi
+    else
+        # the stub cannot sample: an outbox stand-in, owned as hxlog's would be
+        printf 'stub outbox\n' >"$outbox"
+        chown hxlog:hxlog "$outbox"
     fi
 
-    echo "Remove (keeps state)"
+    echo "Upgrade (install the same package again: keeps the outbox)"
+    before=$(sha256sum "$outbox" 2>/dev/null || echo "no outbox")
+    dpkg -i "$deb"
+    after=$(sha256sum "$outbox" 2>/dev/null || echo "no outbox after the upgrade")
+    check "upgrade kept the outbox unchanged" "upgrade changed the outbox: $before -> $after" test "$before" = "$after"
+    check "dpkg says installed after the upgrade" "dpkg says $(dpkg_status) after the upgrade" test "$(dpkg_status)" = installed
+    same_mode /var/lib/hxlog "750 hxlog:hxlog"
+    if [[ $stub -eq 0 ]]; then
+        if as_hxlog sample >/dev/null 2>&1; then
+            n=$(as_hxlog status --json 2>/dev/null | grep -o '"samples": *[0-9]*' | head -n1 | grep -o '[0-9]*$' || true)
+            check "the upgraded hxlog adds to the old outbox ($n samples)" "expected 2 samples after the upgrade, status says '${n}'" test "$n" = 2
+        else
+            fail "hxlog sample failed after the upgrade"
+        fi
+    fi
+
+    echo "Remove (keeps state, config and user)"
     touch /var/lib/hxlog/check-deb-marker
     dpkg --remove hxlog
+    check "dpkg says config-files" "dpkg says $(dpkg_status) after remove, expected config-files" test "$(dpkg_status)" = config-files
     check "remove kept /var/lib/hxlog" "remove deleted /var/lib/hxlog" test -e /var/lib/hxlog/check-deb-marker
+    check "remove kept the outbox" "remove deleted $outbox" test -f "$outbox"
+    check "remove kept /var/log/hxlog" "remove deleted /var/log/hxlog" test -d /var/log/hxlog
+    check "remove kept /etc/hxlog/hxlog.json" "remove deleted /etc/hxlog/hxlog.json" test -f /etc/hxlog/hxlog.json
+    check "remove kept /etc/hxlog/secrets.json" "remove deleted /etc/hxlog/secrets.json" test -f /etc/hxlog/secrets.json
+    if getent passwd hxlog >/dev/null; then pass "remove kept user hxlog"; else fail "remove deleted user hxlog"; fi
+    if getent group hxlog >/dev/null; then pass "remove kept group hxlog"; else fail "remove deleted group hxlog"; fi
     check "remove deleted /usr/bin/hxlog" "/usr/bin/hxlog left after remove" test ! -e /usr/bin/hxlog
+    check "remove deleted the units" "units left after remove" test ! -e /lib/systemd/system/hxlog.service
 
     echo "Purge"
     dpkg --purge hxlog
     check "purge deleted /var/lib/hxlog" "/var/lib/hxlog left after purge" test ! -e /var/lib/hxlog
+    check "purge deleted /var/log/hxlog" "/var/log/hxlog left after purge" test ! -e /var/log/hxlog
     check "purge deleted /etc/hxlog" "/etc/hxlog left after purge" test ! -e /etc/hxlog
     check "user hxlog removed" "user hxlog left after purge" absent getent passwd hxlog
     check "group hxlog removed" "group hxlog left after purge" absent getent group hxlog
-    if dpkg-query -W -f='${Status}' hxlog 2>/dev/null | grep -q 'installed'; then
-        fail "dpkg still lists hxlog"
-    else
+    status=$(dpkg_status)
+    if [[ -z "$status" || "$status" == not-installed ]]; then
         pass "dpkg no longer lists hxlog"
+    else
+        fail "dpkg still lists hxlog ($status)"
     fi
 fi
 

@@ -285,7 +285,12 @@ fn unplug(w: &mut Hx, role: String) {
 fn stop_logger(w: &mut Hx) {
     let running = w.running.as_mut().expect("the logger is not running");
     let status = running.terminate(hxlog_test_support::SIGTERM_DEADLINE);
-    let status = status.unwrap_or_else(|| panic!("still running 5 s after SIGTERM"));
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "still running {:?} after SIGTERM",
+            hxlog_test_support::SIGTERM_DEADLINE
+        )
+    });
     w.last = Some(Outcome {
         code: status.code(),
         stdout: String::new(),

@@ -437,3 +437,105 @@ async fn an_outage_is_recorded_when_it_changes_not_per_attempt() {
     let st = ob.call(|o| o.sink_state("watching")).await.unwrap();
     assert_eq!(st.last_error.as_deref(), Some("down"));
 }
+
+#[test]
+fn the_schedule_doubles_from_500_ms_up_to_the_cap() {
+    let ms = Duration::from_millis;
+    let p = RetryPolicy::with_max(Duration::from_secs(20));
+    assert_eq!(p.min, ms(500));
+    // Full jitter: the n-th wait is uniform in [0, min(500 ms * 2^n, cap)].
+    // Over 400 schedules each bound is never passed and is nearly reached
+    // (all 400 below 90% of it has probability 0.9^400, about 5e-19).
+    let runs: Vec<Vec<Duration>> = (0..400).map(|_| p.delays().take(8).collect()).collect();
+    for n in 0..8 {
+        let bound = (ms(500) * 2u32.pow(n as u32)).min(p.max);
+        let longest = runs.iter().map(|r| r[n]).max().unwrap();
+        assert!(
+            longest <= bound && longest > bound.mul_f64(0.9),
+            "wait {n}: longest {longest:?}, expected just under {bound:?}"
+        );
+    }
+}
+
+/// Answers each send after `answer_after`, saying when a send has started.
+struct SlowSink {
+    answer_after: Duration,
+    started: Arc<Notify>,
+    received: Arc<Mutex<Vec<uuid::Uuid>>>,
+}
+
+impl Sink for SlowSink {
+    fn name(&self) -> &'static str {
+        "slow"
+    }
+    fn max_batch(&self) -> usize {
+        100
+    }
+    async fn send(&mut self, batch: &[Sample]) -> Result<(), SinkError> {
+        self.started.notify_one();
+        tokio::time::sleep(self.answer_after).await;
+        self.received
+            .lock()
+            .unwrap()
+            .extend(batch.iter().map(|s| s.id));
+        Ok(())
+    }
+}
+
+/// Follows the outbox with a sink answering after `answer_after`, shuts down
+/// while the first batch is in flight, and returns the report and what the
+/// sink received.
+async fn shutdown_mid_send(
+    ob: &SharedOutbox,
+    answer_after: Duration,
+    grace: Duration,
+) -> (ForwardReport, Vec<uuid::Uuid>) {
+    let started = Arc::new(Notify::new());
+    let received = Arc::new(Mutex::new(vec![]));
+    let sink = SlowSink {
+        answer_after,
+        started: started.clone(),
+        received: received.clone(),
+    };
+    let shutdown = CancellationToken::new();
+    let mut opts = ForwardOptions::new(Mode::Follow, Duration::from_secs(60), shutdown.clone());
+    assert_eq!(opts.grace, Duration::from_secs(5), "the documented grace");
+    opts.grace = grace;
+    opts.send_timeout = Duration::from_secs(3600);
+    let task = tokio::spawn(forward(sink, ob.clone(), opts));
+    tokio::time::timeout(Duration::from_secs(30), started.notified())
+        .await
+        .expect("the first send never started");
+    shutdown.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the forwarder did not stop after its grace")
+        .unwrap()
+        .unwrap();
+    let received = received.lock().unwrap().clone();
+    (report, received)
+}
+
+#[tokio::test]
+async fn shutdown_abandons_a_batch_still_in_flight_after_the_grace_without_acking() {
+    let (_d, ob, _) = setup(3);
+    let (r, received) =
+        shutdown_mid_send(&ob, Duration::from_secs(3600), Duration::from_millis(300)).await;
+    assert!(r.interrupted);
+    assert!(received.is_empty());
+    assert_eq!(
+        ob.call(|o| o.pending_count("slow")).await.unwrap(),
+        3,
+        "an abandoned batch is not acked: it is sent again next time"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_batch_finish_within_the_grace_and_acks_it() {
+    let (_d, ob, ids) = setup(3);
+    let (r, received) =
+        shutdown_mid_send(&ob, Duration::from_millis(300), Duration::from_secs(30)).await;
+    assert!(r.interrupted);
+    assert_eq!(received, ids);
+    assert_eq!(ob.call(|o| o.pending_count("slow")).await.unwrap(), 0);
+}

@@ -4,8 +4,9 @@
 //! and tokio's timers stay true (`FAKETIME_DONT_FAKE_MONOTONIC=1`).
 //! `clock_sync` is a file here (the machine's kernel clock is synced).
 
+use hxlog_test_support::SpawnGuarded;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -80,13 +81,12 @@ impl Clocked {
         c
     }
 
-    fn spawn_run(&self) -> Child {
+    fn spawn_run(&self) -> hxlog_test_support::KillOnDrop {
         let log = std::fs::File::create(self.l.log_path()).unwrap();
         self.cmd(&["run"])
             .stdout(Stdio::null())
             .stderr(log)
-            .spawn()
-            .unwrap()
+            .spawn_guarded()
     }
 
     fn log(&self) -> String {
@@ -177,7 +177,7 @@ async fn a_run_three_days_behind_is_corrected_everywhere_once_the_clock_syncs() 
                 .all(|s| s["pending"] == 0)
             && st["outbox"]["corrected_samples"].as_u64() >= Some(3)
     });
-    assert!(terminate(&mut run, Duration::from_secs(10)).success());
+    assert!(terminate(&mut run, hxlog_test_support::SIGTERM_DEADLINE).success());
 
     let samples = c.exported();
     let corrected: Vec<&Value> = samples
@@ -266,7 +266,7 @@ async fn unsynced_samples_go_out_after_the_wait_and_are_replaced_once_corrected(
                 .all(|s| s["clock"] != "unsynced")
             && c.clock_status()["unsynced_samples"] == 0
     });
-    assert!(terminate(&mut run, Duration::from_secs(10)).success());
+    assert!(terminate(&mut run, hxlog_test_support::SIGTERM_DEADLINE).success());
     let samples = c.exported();
     let corrected: Vec<&Value> = samples
         .iter()
@@ -311,14 +311,14 @@ fn a_restart_between_the_unsynced_samples_and_the_sync_still_corrects_them() {
     wait_until(WAIT, "three unsynced samples", || {
         c.clock_status()["unsynced_samples"].as_u64() >= Some(3)
     });
-    assert!(terminate(&mut run, Duration::from_secs(10)).success());
+    assert!(terminate(&mut run, hxlog_test_support::SIGTERM_DEADLINE).success());
     let before = c.exported();
     c.sync();
     let mut run = c.spawn_run();
     wait_until(WAIT, "the earlier samples corrected", || {
         c.clock_status()["unsynced_samples"] == 0
     });
-    assert!(terminate(&mut run, Duration::from_secs(10)).success());
+    assert!(terminate(&mut run, hxlog_test_support::SIGTERM_DEADLINE).success());
     let after = c.exported();
     for b in &before {
         let a = after.iter().find(|a| a["id"] == b["id"]).unwrap();
@@ -374,7 +374,7 @@ fn a_clock_step_while_synced_is_logged_and_samples_stay_synced() {
         c.log()
             .contains("the system clock was stepped while synchronised")
     });
-    assert!(terminate(&mut run, Duration::from_secs(10)).success());
+    assert!(terminate(&mut run, hxlog_test_support::SIGTERM_DEADLINE).success());
     let log = c.log();
     let step: f64 = log
         .split("step=")

@@ -2,6 +2,7 @@
 //! `sample`, `run`, `export`, `status`, `sensors`, `simulate`, and the
 //! failures a user can cause (bad JSON, a garbage outbox, an unwritable data folder).
 
+use hxlog_test_support::SpawnGuarded;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -203,7 +204,7 @@ fn run_samples_until_sigterm_and_records_an_unplugged_sensor() {
 
     let status = run
         .terminate(hxlog_test_support::SIGTERM_DEADLINE)
-        .expect("hxlog run did not stop within 5 s of SIGTERM");
+        .expect("hxlog run did not stop within SIGTERM_DEADLINE of SIGTERM");
     assert_eq!(status.code(), Some(0), "{:#?}", run.lines());
 
     let csv = setup.export_csv(&["--since", "1h"]);
@@ -575,14 +576,13 @@ fn secrets_never_appear_and_world_readable_secrets_warn() {
 
 /// Starts `hxlog run` and returns as soon as its stderr shows the
 /// "hxlog starting" line (read without any polling delay).
-fn run_until_started(setup: &Setup) -> (std::process::Child, Vec<String>) {
+fn run_until_started(setup: &Setup) -> (hxlog_test_support::KillOnDrop, Vec<String>) {
     use std::io::{BufRead, BufReader};
     let mut child = setup
         .cmd(&["run"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let mut lines = vec![];
     let mut reader = BufReader::new(child.stderr.take().unwrap());
     loop {
@@ -653,4 +653,40 @@ fn calibration_and_hxlog_config_env_apply() {
     // Relative paths resolved against the config's folder, not the working directory.
     assert!(setup.outbox_path().is_file());
     assert!(!elsewhere.path().join("data").exists());
+}
+
+#[test]
+fn replay_without_a_sink_exits_2_and_keeps_the_samples() {
+    let mut setup = Setup::new();
+    setup.set("sensor_source", json!("mock"));
+    setup.run(&["simulate", "--count", "3"]).ok();
+    for args in [&["replay"][..], &["replay", "--since", "1d"]] {
+        let out = setup.run(args);
+        assert_eq!(out.code, Some(2), "{args:?}: {out}");
+        assert!(out.stderr.contains("no sink configured"), "{args:?}: {out}");
+    }
+    assert_eq!(setup.sample_count(), 3);
+}
+
+#[test]
+fn mixing_mock_and_real_samples_in_one_outbox_warns() {
+    let mut setup = Setup::new();
+    setup.healthy_bus([60.0, 40.0, 20.0, 35.0]);
+    let first = setup.run(&["sample"]);
+    first.ok();
+    assert!(!first.stderr.contains("already holds"), "{first}");
+    setup.set("sensor_source", json!("mock"));
+    let mixed = setup.run(&["sample"]);
+    mixed.ok();
+    assert!(
+        mixed.stderr.contains("WARN")
+            && mixed
+                .stderr
+                .contains("already holds w1 samples and this run writes mock samples"),
+        "{mixed}"
+    );
+    // the same source again: no warning
+    let again = setup.run(&["sample"]);
+    again.ok();
+    assert!(!again.stderr.contains("already holds"), "{again}");
 }

@@ -2,6 +2,7 @@
 //! logger, end to end through the built binary. A config value out of range is
 //! refused at load with the file named, never a panic later.
 
+use hxlog_test_support::SpawnGuarded;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -21,8 +22,7 @@ fn run_to_exit(setup: &Setup, args: &[&str], deadline: Duration) -> Outcome {
         .cmd(args)
         .stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let status = wait_exit(&mut child, deadline);
     if status.is_none() {
         let _ = child.kill();
@@ -63,7 +63,9 @@ fn an_absurd_retention_is_refused_at_start_not_a_panic_at_the_first_prune() {
         "no sample: {run:?} {:#?}",
         run.lines()
     );
-    let status = run.terminate(Duration::from_secs(20)).expect("run stops");
+    let status = run
+        .terminate(hxlog_test_support::SIGTERM_DEADLINE)
+        .expect("run stops");
     assert!(status.success(), "{status:?}: {:#?}", run.lines());
 }
 
@@ -147,7 +149,7 @@ fn one_sampler_and_one_forwarder_per_outbox_and_kill_9_leaves_no_stale_lock() {
         next.lines()
     );
     assert!(
-        next.terminate(Duration::from_secs(20))
+        next.terminate(hxlog_test_support::SIGTERM_DEADLINE)
             .is_some_and(|s| s.success())
     );
 }
@@ -186,7 +188,7 @@ fn a_value_of_secrets_json_never_appears_in_output_or_logs() {
         let sampled = run.wait_for_line(crate::common::scaled(Duration::from_secs(20)), |l| {
             l.contains(" sample ")
         });
-        run.terminate(crate::common::scaled(Duration::from_secs(20)))
+        run.terminate(hxlog_test_support::SIGTERM_DEADLINE)
             .expect("run stops on SIGTERM");
         let log = run.lines().join("\n");
         assert!(named && sampled, "{body}: {log}");

@@ -3,6 +3,7 @@
 //! `--give-up-after` whatever the sink is doing; the abandoned statement is
 //! cancelled on the server, so retries do not pile up blocked backends.
 
+use hxlog_test_support::SpawnGuarded;
 use std::time::Duration;
 
 use serde_json::json;
@@ -88,8 +89,7 @@ fn replay_gives_up_on_time_while_a_statement_is_blocked() {
         .cmd(&["replay", "--give-up-after", "5s"])
         .stdout(std::process::Stdio::null())
         .stderr(log)
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let status = crate::common::wait_exit(&mut child, Duration::from_secs(60));
     let _ = child.kill();
     let err = std::fs::read_to_string(l.path().join("replay.log")).unwrap();
@@ -155,7 +155,7 @@ fn run_times_out_cancels_and_resumes_when_the_lock_is_released() {
     wait_until(Duration::from_secs(60), "delivery resumes", || {
         db.samples() as u64 >= before
     });
-    assert!(terminate(&mut child, Duration::from_secs(20)).success());
+    assert!(terminate(&mut child, hxlog_test_support::SIGTERM_DEADLINE).success());
     l.ok(&["replay"]);
     assert_eq!(db.samples() as u64, l.samples());
     assert_eq!(

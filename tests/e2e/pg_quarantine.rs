@@ -112,7 +112,7 @@ fn run_keeps_delivering_past_refused_samples() {
         let s = l.sink("postgres");
         s["pending"].as_u64().unwrap() <= 1 && l.samples() > taken
     });
-    assert!(terminate(&mut child, Duration::from_secs(20)).success());
+    assert!(terminate(&mut child, hxlog_test_support::SIGTERM_DEADLINE).success());
     let _ = l.output(&["replay"]);
     let s = l.sink("postgres");
     assert_eq!(s["pending"], 0, "{s}");

@@ -4,6 +4,7 @@
 //! hxlog's backend during `run`); the ones that should refuse do, as a
 //! permanent error. A handshake cut short by the network is transient.
 
+use hxlog_test_support::SpawnGuarded;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -206,7 +207,7 @@ fn delivers_encrypted(db: &TestDb, what: &str, extra: &[(&str, &str)]) {
         encrypted >= 1 && plain == 0,
         "{what}: hxlog's sessions: {encrypted} encrypted, {plain} in clear text"
     );
-    assert!(terminate(&mut child, Duration::from_secs(20)).success());
+    assert!(terminate(&mut child, hxlog_test_support::SIGTERM_DEADLINE).success());
     let log = std::fs::read_to_string(l.log_path()).unwrap();
     assert!(!log.contains("delivery failed"), "{what}:\n{log}");
 }
@@ -419,8 +420,7 @@ fn a_tls_handshake_cut_by_the_network_is_transient() {
         .cmd(&["replay", "--give-up-after", "120s"])
         .stdout(Stdio::null())
         .stderr(log)
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let status = crate::common::wait_exit(&mut child, Duration::from_secs(150));
     let _ = child.kill();
     let log = std::fs::read_to_string(l.path().join("replay.log")).unwrap();

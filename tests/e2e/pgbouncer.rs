@@ -4,6 +4,7 @@
 //! land on different server connections. Named prepared statements and any
 //! other session state break there; hxlog must deliver exactly once anyway.
 
+use hxlog_test_support::SpawnGuarded;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -210,8 +211,7 @@ fn several_loggers_drain_exactly_once_through_pgbouncer_in_transaction_mode() {
             l.cmd(&["replay", "--give-up-after", "60s"])
                 .stdout(Stdio::null())
                 .stderr(log)
-                .spawn()
-                .unwrap()
+                .spawn_guarded()
         })
         .collect();
     for (l, child) in loggers.iter().zip(&mut children) {
@@ -276,7 +276,7 @@ fn run_delivers_promptly_through_pgbouncer() {
         },
     );
     for (l, child) in loggers.iter().zip(&mut children) {
-        assert!(crate::logger::terminate(child, Duration::from_secs(20)).success());
+        assert!(crate::logger::terminate(child, hxlog_test_support::SIGTERM_DEADLINE).success());
         let log = std::fs::read_to_string(l.log_path()).unwrap();
         assert!(
             !log.contains("permanent"),

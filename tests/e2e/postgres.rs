@@ -1,6 +1,7 @@
 //! The Postgres forwarder against the real server: steady forwarding,
 //! outages, kill -9 mid-drain, replay windows, permanent errors, TLS modes.
 
+use hxlog_test_support::SpawnGuarded;
 use std::time::Duration;
 
 use serde_json::json;
@@ -48,10 +49,17 @@ fn replay_drains_a_backlog_exactly_once() {
     let out = l.ok(&["replay"]);
     // the progress bar is hidden without a terminal, so the count is in the log
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("replay finished") && stderr.contains("delivered=5000"),
-        "{stderr}"
-    );
+    // (the "replay finished" line's own count: the forwarder's log line
+    // says delivered= too)
+    let delivered = stderr
+        .lines()
+        .find(|l| l.contains("replay finished"))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("delivered="))
+        })
+        .and_then(|n| n.parse::<u64>().ok());
+    assert_eq!(delivered, Some(5000), "{stderr}");
     assert_eq!(db.samples(), 5000);
     assert_eq!(
         db.scalar("SELECT count(DISTINCT sample_id) FROM samples"),
@@ -147,15 +155,27 @@ fn kill_9_mid_drain_never_loses_or_duplicates() {
         let mut child = l
             .cmd(&["replay"])
             .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // a random point: during start-up, migration, or mid-batch
-        // (the window widens each round, so a slow machine still gets kills mid-drain)
-        std::thread::sleep(Duration::from_millis(fastrand::u64(0..300 + 100 * i)));
+            .spawn_guarded();
+        if i % 2 == 0 {
+            // a random point: during start-up, migration, or the first batch
+            std::thread::sleep(Duration::from_millis(fastrand::u64(0..300)));
+        } else {
+            // once rows arrive, so this kill lands mid-drain, whatever the
+            // machine's speed (or after the drain, if it finished first)
+            let mut exited = false;
+            wait_until(
+                Duration::from_secs(60),
+                "the replay delivers rows or ends",
+                || {
+                    exited = child.try_wait().unwrap().is_some();
+                    exited || db.samples() > before
+                },
+            );
+        }
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         let after = db.samples();
-        if after > before {
+        if after > before && after < N {
             progressed += 1;
         }
         // the outbox stays consistent with Postgres: nothing acked that is not there
@@ -168,7 +188,7 @@ fn kill_9_mid_drain_never_loses_or_duplicates() {
     }
     assert!(
         progressed > 0,
-        "no kill happened after any progress; the test proves nothing"
+        "no kill landed between the first and the last row; the test proves nothing"
     );
     l.ok(&["replay"]);
     assert_eq!(db.samples(), N);
@@ -247,7 +267,8 @@ fn tls_modes_against_the_local_server() {
         db.execute("DROP TABLE IF EXISTS samples; DROP TABLE IF EXISTS hxlog_migrations");
         let l = logger(&db, None, &[("PG_DB_SSLMODE", mode)], json!({}));
         l.ok(&["simulate", "--count", "5"]);
-        let out = l.output(&["replay", "--give-up-after", "1s"]);
+        // a permanent error fails at once; a working mode gets time to connect
+        let out = l.output(&["replay", "--give-up-after", "60s"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.success(), works, "sslmode {mode}: {err}");
         if !works && mode == "verify-full" {
@@ -320,12 +341,11 @@ fn migrations_are_safe_when_many_devices_start_at_once() {
             l.cmd(&["migrate"])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+                .spawn_guarded()
         })
         .collect();
     for child in children {
-        let out = child.wait_with_output().unwrap();
+        let out = child.wait_with_output();
         assert!(
             out.status.success(),
             "{}",

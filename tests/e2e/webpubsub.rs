@@ -2,6 +2,7 @@
 //! publishing, outage and batched catch-up, kill -9 mid catch-up, sinks
 //! failing independently, bad keys, malformed connection strings, secrets.
 
+use hxlog_test_support::SpawnGuarded;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -127,18 +128,47 @@ async fn kill_9_mid_catch_up_loses_no_id() {
     let l = Logger::new(json!({}));
     write_secrets(&l, &srv.connection_string(), None);
     l.ok(&["simulate", "--count", "6000", "--interval", "1s"]);
-    for _ in 0..8 {
+    let unique = || {
+        srv.accepted_ids()
+            .into_iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    };
+    let mut mid_drain = 0;
+    for round in 0..8 {
         // slow responses make sure some kills land mid-request
         srv.inject(Fault::Delay(Duration::from_millis(150)), 2);
+        let before = unique();
         let mut child = l
             .cmd(&["replay"])
             .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(50..500))).await;
+            .spawn_guarded();
+        if round % 2 == 0 {
+            // a random point: start-up, the first request, or later
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(50..500))).await;
+        } else {
+            // once this replay got ids accepted, so the kill lands mid-drain
+            // however slow the machine (or after the drain, if it finished)
+            tokio::task::block_in_place(|| {
+                wait_until(
+                    Duration::from_secs(60),
+                    "the replay gets ids accepted or ends",
+                    || child.try_wait().unwrap().is_some() || unique() > before,
+                )
+            });
+        }
         let _ = child.kill();
         let _ = child.wait();
+        // at least once: ids may be accepted twice, so count distinct ones
+        let after = unique();
+        if after > before && after < 6000 {
+            mid_drain += 1;
+        }
     }
+    assert!(
+        mid_drain > 0,
+        "no kill landed between the first and the last id; the test proves nothing"
+    );
     srv.clear_faults();
     l.ok(&["replay"]);
     assert_all_delivered_in_order(&srv.accepted_ids(), &outbox_ids(&l));
@@ -270,8 +300,7 @@ async fn secrets_never_appear_in_logs_at_any_level() {
         .cmd(&["run"])
         .env("RUST_LOG", "trace")
         .stderr(log)
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     srv.wait_for_ids(3, Duration::from_secs(60)).await;
     assert!(terminate(&mut child, hxlog_test_support::SIGTERM_DEADLINE).success());
     let text = std::fs::read_to_string(l.log_path()).unwrap();

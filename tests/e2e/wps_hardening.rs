@@ -59,7 +59,7 @@ async fn a_sink_configured_wrongly_never_stops_sampling() {
             );
         }
     });
-    assert!(terminate(&mut child, Duration::from_secs(10)).success());
+    assert!(terminate(&mut child, hxlog_test_support::SIGTERM_DEADLINE).success());
     let log = std::fs::read_to_string(l.log_path()).unwrap();
     assert!(
         log.lines().any(|line| line.contains("ERROR")
@@ -368,4 +368,34 @@ async fn replay_rejects_only_the_refused_messages_samples_and_exits_non_zero() {
     assert_eq!(outbox.len(), 1500);
     // every sample but the refused message's reached the service, once, in order
     assert_eq!(srv.accepted_ids(), outbox[refused as usize..].to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    for fault in [
+        Fault::TooManyRequests {
+            retry_after_secs: 2,
+        },
+        Fault::UnavailableRetryAfter {
+            header: "retry-after-ms",
+            value: "2000".into(),
+        },
+    ] {
+        let srv = server().await;
+        // a cap well above the 2 s asked for: the schedule alone would wait
+        // at most 500 ms before the second attempt
+        let l = Logger::new(json!({ "retry_max": "30s" }));
+        write_secrets(&l, &srv.connection_string(), None);
+        l.ok(&["simulate", "--count", "3"]);
+        srv.inject(fault.clone(), 1);
+        l.ok(&["replay"]);
+        let times = srv.request_times();
+        assert_eq!(times.len(), 2, "{fault:?}: one refusal, one delivery");
+        let waited = times[1] - times[0];
+        assert!(
+            waited >= Duration::from_secs(2),
+            "{fault:?}: retried after {waited:?}, before the 2 s the service asked for"
+        );
+        assert_eq!(l.sink("webpubsub")["pending"], 0);
+    }
 }

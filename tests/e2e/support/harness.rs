@@ -184,6 +184,66 @@ pub fn wait_exit(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
     status
 }
 
+/// A spawned process that is killed (SIGKILL) and reaped when dropped, so a
+/// test that panics never leaves `hxlog run` behind. std's [`Child`] does not
+/// kill on drop, and a leftover child holding the test's stdout or stderr keeps
+/// `cargo test | grep …` waiting forever. Derefs to the [`Child`].
+#[derive(Debug)]
+pub struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    /// Spawns `cmd` (set its stdio first).
+    pub fn spawn(cmd: &mut Command) -> KillOnDrop {
+        KillOnDrop(Some(cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start {:?}: {e}", cmd.get_program())
+        })))
+    }
+
+    /// Waits for the exit and collects the piped output (as
+    /// [`Child::wait_with_output`]); nothing is left to kill afterwards.
+    pub fn wait_with_output(mut self) -> std::process::Output {
+        let child = self.0.take().expect("child present until consumed");
+        child.wait_with_output().expect("wait for the child")
+    }
+}
+
+/// `cmd.spawn_guarded()`: [`KillOnDrop::spawn`] in method form.
+pub trait SpawnGuarded {
+    /// Spawns the command; the process is killed if the guard is dropped
+    /// while it still runs.
+    fn spawn_guarded(&mut self) -> KillOnDrop;
+}
+
+impl SpawnGuarded for Command {
+    fn spawn_guarded(&mut self) -> KillOnDrop {
+        KillOnDrop::spawn(self)
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("child present until consumed")
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child present until consumed")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut()
+            && let Ok(None) = child.try_wait()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A long-running `hxlog` (e.g. `run`) whose stderr lines are collected as
 /// they arrive. Dropping it kills the process if it is still running.
 pub struct Running {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::harness as common;
+use crate::harness::{self as common, KillOnDrop};
 
 use serde_json::{Value, json};
 
@@ -71,14 +71,11 @@ impl Logger {
         out
     }
 
-    /// Starts `hxlog run`, stderr captured to `<dir>/run.log`.
-    pub fn spawn_run(&self) -> Child {
+    /// Starts `hxlog run`, stderr captured to `<dir>/run.log`; killed if the
+    /// test ends (or panics) with it still running.
+    pub fn spawn_run(&self) -> KillOnDrop {
         let log = std::fs::File::create(self.log_path()).unwrap();
-        self.cmd(&["run"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        KillOnDrop::spawn(self.cmd(&["run"]).stdout(Stdio::null()).stderr(log))
     }
 
     /// The log of the last `spawn_run`.

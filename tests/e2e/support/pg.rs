@@ -59,7 +59,7 @@ async fn connect(s: &Server, db: &str) -> Result<Client, tokio_postgres::Error> 
         .port(s.port)
         .user(&s.user)
         .dbname(db)
-        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect_timeout(crate::harness::scaled(std::time::Duration::from_secs(5)))
         .connect(NoTls)
         .await?;
     tokio::spawn(async move {

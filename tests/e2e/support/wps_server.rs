@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -76,6 +76,7 @@ pub struct Accepted {
 #[derive(Debug, Default)]
 struct Recorded {
     requests: usize,
+    request_times: Vec<Instant>,
     faults: VecDeque<Fault>,
     accepted: Vec<Accepted>,
     tokens: Vec<String>,
@@ -173,6 +174,11 @@ impl TestServer {
         self.shared.lock().requests
     }
 
+    /// When each request reached the server (accepted or not), in order.
+    pub fn request_times(&self) -> Vec<Instant> {
+        self.shared.lock().request_times.clone()
+    }
+
     /// The accepted message bodies, in the order accepted.
     pub fn accepted_messages(&self) -> Vec<Value> {
         self.shared
@@ -208,14 +214,7 @@ impl TestServer {
     /// them; panics when fewer were accepted by `timeout`, so a caller cannot
     /// mistake "nothing arrived" for success.
     pub async fn wait_for_ids(&self, count: usize, timeout: Duration) -> Vec<String> {
-        // scaled like every deadline of the test support (harness::time_factor;
-        // repeated here because this file is also included from unit tests)
-        let factor = std::env::var("HXLOG_TEST_TIME_FACTOR")
-            .ok()
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(1.0)
-            .max(1.0);
-        let timeout = timeout.mul_f64(factor);
+        let timeout = crate::harness::scaled(timeout);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.shared.changed.notified();
@@ -248,7 +247,7 @@ impl TestServer {
             .take();
         if let Some(Running { shutdown, mut task }) = running {
             let _ = shutdown.send(());
-            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+            if tokio::time::timeout(crate::harness::scaled(Duration::from_secs(5)), &mut task)
                 .await
                 .is_err()
             {
@@ -310,7 +309,11 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    shared.lock().requests += 1;
+    {
+        let mut recorded = shared.lock();
+        recorded.requests += 1;
+        recorded.request_times.push(Instant::now());
+    }
     let response = check_and_accept(&shared, &method, &uri, &headers, &body).await;
     let status = response.status();
     if !status.is_success() {
