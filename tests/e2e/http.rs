@@ -4,6 +4,7 @@
 //! port, the non-loopback warning, the dashboard in headless Chromium, and
 //! alarms reaching Web PubSub after an outage.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -321,4 +322,160 @@ fn serve_warns_when_not_on_loopback_and_reads_the_outbox_without_writing() {
     s.run(&["sample"]).ok();
     assert_eq!(get(port, "/api/current").json()["sample"]["seq"], json!(4));
     assert!(serve.terminate(crate::common::SIGTERM_DEADLINE).is_some());
+}
+
+/// Headless Chromium on `url`: the DOM after the page's scripts ran.
+fn chromium(args: &[&str], url: &str) -> String {
+    let budget = format!(
+        "--virtual-time-budget={}",
+        crate::common::scaled(Duration::from_secs(10)).as_millis()
+    );
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .args(["--window-size=1280,1300", &budget])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium (the Debian package) is needed");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The opening tag of the element whose `id` is `id`.
+fn tag<'a>(dom: &'a str, id: &str) -> &'a str {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in the DOM:\n{dom}"));
+    let start = dom[..at].rfind('<').unwrap();
+    let end = at + dom[at..].find('>').unwrap();
+    &dom[start..=end]
+}
+
+/// The HTML of the card of `role` on the rendered page.
+fn card<'a>(dom: &'a str, role: &str) -> &'a str {
+    let at = dom
+        .find(&format!("data-role=\"{role}\""))
+        .unwrap_or_else(|| panic!("no card for {role} in the DOM:\n{dom}"));
+    let start = dom[..at].rfind('<').unwrap();
+    let end = at + dom[at..].find("</div></div>").unwrap_or(dom.len() - at);
+    &dom[start..end]
+}
+
+#[test]
+fn the_dashboard_draws_seven_days_with_a_failing_sensor_in_headless_chromium() {
+    let (s, port) = serving_setup();
+    // seven days of simulated history, then the real (fake) bus with T2 failing
+    s.run(&["simulate", "--count", "2016", "--interval", "5m"])
+        .ok();
+    s.bus().fault(IDS[1], Fault::CrcNo);
+    let mut run = start(&s, port);
+    assert!(wait_until(Duration::from_secs(30), || samples_logged(&run) >= 1));
+    let url = format!("http://127.0.0.1:{port}/");
+    let dom = chromium(&["--dump-dom"], &url);
+    // the current values, and the failing sensor with its reason, styled apart
+    let t1 = card(&dom, "T1");
+    assert!(
+        t1.contains("class=\"card ok\"") && t1.contains("70.00 °C"),
+        "{t1}"
+    );
+    let t2 = card(&dom, "T2");
+    assert!(t2.contains("class=\"card missing\""), "{t2}");
+    assert!(t2.contains("crc_no") && t2.contains("CRC"), "{t2}");
+    assert!(
+        !t2.contains("°C"),
+        "a missing reading shows no temperature: {t2}"
+    );
+    // effectiveness and LMTD need all four readings: shown as n/a, not 0
+    assert!(
+        dom.contains("id=\"effectiveness\" class=\"value\">n/a<"),
+        "{dom}"
+    );
+    assert!(dom.contains("id=\"lmtd\" class=\"value\">n/a<"), "{dom}");
+    // the history is mock: the banner shows though the newest sample is real
+    let banner = tag(&dom, "mock-banner");
+    assert!(!banner.contains("hidden"), "{banner}");
+    // a drawn chart: uPlot's root and a canvas with a size
+    let chart = &dom[dom.find("id=\"chart-temps\"").unwrap()..];
+    assert!(chart.contains("class=\"uplot"), "no uPlot chart: {chart}");
+    let canvas = &chart[chart.find("<canvas").expect("a canvas")..];
+    let width: u32 = canvas
+        .split("width=\"")
+        .nth(1)
+        .and_then(|w| w.split('"').next())
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(0);
+    assert!(width > 100, "canvas {canvas:.80}");
+    assert!(
+        tag(&dom, "error").contains("hidden"),
+        "the page reported an error:\n{dom}"
+    );
+    let info = &dom[dom.find("id=\"window-info\"").unwrap()..];
+    let info = &info[info.find('>').unwrap() + 1..info.find('<').unwrap()];
+    assert!(
+        info.ends_with(" samples") || info.contains(" samples, "),
+        "{info}"
+    );
+    // the same run writes the README's screenshot
+    let png = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png");
+    chromium(&[&format!("--screenshot={}", png.display())], &url);
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+        "screenshot"
+    );
+    assert!(run.terminate(crate::common::SIGTERM_DEADLINE).is_some());
+}
+
+#[test]
+fn a_real_prometheus_scrapes_hxlog_and_answers_a_query_for_t1() {
+    let (s, port) = serving_setup();
+    let mut run = start(&s, port);
+    let prom_port = free_port();
+    let config = s.write(
+        "prometheus.yml",
+        &format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: hxlog\n    static_configs:\n      - targets: [\"127.0.0.1:{port}\"]\n"
+        ),
+    );
+    let mut prom = Running::spawn(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                s.dir().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
+    );
+    let query = "/api/v1/query?query=hxlog_temperature_celsius%7Brole%3D%22T1%22%7D";
+    let mut last = None;
+    let answered = wait_until(Duration::from_secs(30), || {
+        let Ok(a) = try_get(prom_port, query) else {
+            return false;
+        };
+        let found = a.status == 200
+            && a.json()["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty());
+        last = Some(a);
+        found
+    });
+    assert!(
+        answered,
+        "prometheus never had T1: {last:?}\n{:?}",
+        prom.lines()
+    );
+    let result = &last.unwrap().json()["data"]["result"][0];
+    assert_eq!(result["metric"]["sensor_id"], json!(IDS[0]), "{result}");
+    assert_eq!(result["value"][1], json!("70"), "{result}");
+    assert!(prom.terminate(crate::common::SIGTERM_DEADLINE).is_some());
+    assert!(run.terminate(crate::common::SIGTERM_DEADLINE).is_some());
 }
