@@ -85,6 +85,18 @@ pub struct Event {
     pub message: String,
 }
 
+/// An alarm event as a sink publishes it: the event with its idempotency key
+/// and the logger's name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// UUIDv7 given when the event was stored (subscribers deduplicate on it).
+    pub id: uuid::Uuid,
+    /// The logger.
+    pub device_id: String,
+    /// The event.
+    pub event: Event,
+}
+
 /// Evaluates samples one after another; knows which alarms are active.
 #[derive(Debug, Clone)]
 pub struct Evaluator {
@@ -100,6 +112,26 @@ impl Evaluator {
             settings,
             active: active.into_iter().collect(),
             missing_run: BTreeMap::new(),
+        }
+    }
+
+    /// Counts the missing readings of `recent` samples (newest first) as if
+    /// they had been evaluated, without raising or clearing anything: a new
+    /// process (a timer's `hxlog sample`) continues the count.
+    pub fn prime(&mut self, recent: &[Sample]) {
+        self.missing_run.clear();
+        let mut roles: BTreeSet<&str> = BTreeSet::new();
+        for s in recent {
+            for r in &s.readings {
+                roles.insert(&r.role);
+            }
+        }
+        for role in roles {
+            let run = recent
+                .iter()
+                .take_while(|s| s.reading(role).is_some_and(|r| r.celsius.is_none()))
+                .count();
+            self.missing_run.insert(role.to_string(), run as u32);
         }
     }
 
@@ -318,6 +350,15 @@ mod tests {
         assert_eq!(cleared.len(), 1);
         assert!(!cleared[0].raised);
         assert_eq!(ev.active().count(), 0);
+    }
+
+    #[test]
+    fn a_new_process_continues_the_count_of_missing_readings() {
+        let mut ev = Evaluator::new(AlarmSettings::default(), []);
+        ev.prime(&[sample(None), sample(None), sample(Some(1.0)), sample(None)]);
+        let raised = ev.evaluate(&sample(None));
+        assert_eq!(raised.len(), 1, "the third missing reading in a row raises");
+        assert!(raised[0].raised && raised[0].message.contains("missing for 3"));
     }
 
     #[test]

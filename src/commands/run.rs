@@ -87,7 +87,8 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     }
 
     let sampler = Sampler::new(sensors, config.device_id.clone(), SharedOutbox::new(outbox))
-        .with_clock_sync(config.clock_sync.clone());
+        .with_clock_sync(config.clock_sync.clone())
+        .with_alarms(config.alarms.clone());
     crate::notify::ready("sampling");
     let result = run_loop(
         sampler,

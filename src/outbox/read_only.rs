@@ -71,6 +71,15 @@ impl Outbox {
         Ok(out)
     }
 
+    /// The newest `n` samples (by seq), newest first.
+    pub fn recent(&self, n: usize) -> anyhow::Result<Vec<Stored>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM samples ORDER BY seq DESC LIMIT ?1"
+        ))?;
+        let rows = stmt.query_map([n as i64], decode_row)?;
+        rows.map(|r| r.map_err(anyhow::Error::from)).collect()
+    }
+
     /// The highest seq ever given to a sample (0 when none): it never
     /// decreases, pruning included.
     pub fn max_seq(&self) -> anyhow::Result<i64> {

@@ -479,3 +479,87 @@ fn a_real_prometheus_scrapes_hxlog_and_answers_a_query_for_t1() {
     assert!(prom.terminate(crate::common::SIGTERM_DEADLINE).is_some());
     assert!(run.terminate(crate::common::SIGTERM_DEADLINE).is_some());
 }
+
+/// The alarm messages the fake Web PubSub accepted, as `state alarm role`.
+fn alarm_messages(srv: &crate::wps_server::TestServer) -> Vec<String> {
+    srv.accepted_messages()
+        .iter()
+        .filter(|m| m["type"] == "hxlog.alarm")
+        .map(|m| {
+            format!(
+                "{} {} {}",
+                m["state"].as_str().unwrap(),
+                m["alarm"].as_str().unwrap(),
+                m["role"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_raised_while_web_pubsub_is_down_reach_it_later_in_order() {
+    let srv =
+        crate::wps_server::start("heatexchanger", "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ-9f3a=").await;
+    srv.stop().await;
+    let (mut s, port) = serving_setup();
+    s.write(
+        "secrets.json",
+        &json!({"AZURE_WEBPUBSUB_CONNECTION_STRING": srv.connection_string()}).to_string(),
+    );
+    s.set("secrets", json!("secrets.json"));
+    s.set("retry_max", json!("1s"));
+    s.set(
+        "alarms",
+        json!({"roles": {"T1": {"max": 80.0}}, "missing_for": 2}),
+    );
+    let mut run = start(&s, port);
+    // T2 fails: raised once after two missing readings
+    s.bus().fault(IDS[1], Fault::CrcNo);
+    assert!(
+        run.wait_for_line(Duration::from_secs(30), |l| l.contains("WARN")
+            && l.contains("alarm raised: T2 missing for 2 readings")),
+        "{:?}",
+        run.lines()
+    );
+    // T1 too hot, then T2 back
+    s.bus().sensor(IDS[0], 85.0);
+    assert!(run.wait_for_line(Duration::from_secs(30), |l| {
+        l.contains("alarm raised: T1 above 80")
+    }));
+    let metrics = get(port, "/metrics").body;
+    assert_eq!(
+        metric(&metrics, "hxlog_alarm_active{alarm=\"max\",role=\"T1\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "hxlog_alarm_active{alarm=\"missing\",role=\"T2\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    s.bus().sensor(IDS[1], 50.0);
+    assert!(
+        run.wait_for_line(Duration::from_secs(30), |l| l.contains("INFO")
+            && l.contains("alarm cleared: T2 reads again"))
+    );
+    let status = s.run(&["status"]);
+    assert!(status.stdout.contains("alarm:    max T1"), "{status}");
+    assert!(!status.stdout.contains("alarm:    missing T2"), "{status}");
+    let raised = run
+        .lines()
+        .iter()
+        .filter(|l| l.contains("alarm raised: T2"))
+        .count();
+    assert_eq!(raised, 1, "raised once, logged once");
+    assert!(alarm_messages(&srv).is_empty());
+    // the service comes back: the alarms arrive, in order
+    srv.restart().await;
+    let expected = ["raised missing T2", "raised max T1", "cleared missing T2"];
+    let arrived = wait_until(Duration::from_secs(60), || alarm_messages(&srv).len() >= 3);
+    assert!(arrived, "{:?}\n{:?}", alarm_messages(&srv), run.lines());
+    assert_eq!(alarm_messages(&srv), expected);
+    assert!(run.terminate(crate::common::SIGTERM_DEADLINE).is_some());
+}
