@@ -321,6 +321,22 @@ fn serve_warns_when_not_on_loopback_and_reads_the_outbox_without_writing() {
     // serve takes no sampler lock: a timer's sample still runs beside it
     s.run(&["sample"]).ok();
     assert_eq!(get(port, "/api/current").json()["sample"]["seq"], json!(4));
+    // the CSV download is export's CSV of the same window
+    let csv = get(port, "/api/export.csv?since=1h");
+    assert_eq!(csv.status, 200, "{csv:?}");
+    assert!(
+        csv.header("content-disposition")
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let export = s.run(&["export", "--since", "1h"]);
+    assert_eq!(
+        csv.body.lines().next(),
+        export.stdout.lines().next(),
+        "same header"
+    );
+    assert_eq!(csv.body.lines().count(), 1 + 4, "{}", csv.body);
+    assert_eq!(csv.body, export.stdout, "same rows");
     assert!(serve.terminate(crate::common::SIGTERM_DEADLINE).is_some());
 }
 
