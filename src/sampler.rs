@@ -108,20 +108,23 @@ impl Sampler {
         if events.is_empty() {
             return;
         }
+        // Stored first, so that anyone who reads the log line finds the alarm
+        // in the outbox (dashboard, status, /metrics).
+        let device = self.device_id.clone();
+        let stored = events.clone();
+        if let Err(e) = self
+            .outbox
+            .call(move |o| o.record_alarms(&device, &stored))
+            .await
+        {
+            error!(error = %format!("{e:#}"), "cannot store alarm events in the outbox; they are only in this log");
+        }
         for e in &events {
             if e.raised {
                 warn!(alarm = %e.key.alarm, role = %e.key.role, value = ?e.value, threshold = ?e.threshold, "alarm raised: {}", e.message);
             } else {
                 info!(alarm = %e.key.alarm, role = %e.key.role, value = ?e.value, "alarm cleared: {}", e.message);
             }
-        }
-        let device = self.device_id.clone();
-        if let Err(e) = self
-            .outbox
-            .call(move |o| o.record_alarms(&device, &events))
-            .await
-        {
-            error!(error = %format!("{e:#}"), "cannot store alarm events in the outbox; they are only in this log");
         }
     }
 
