@@ -49,11 +49,7 @@ fn window(
     let when = |key: &str, default: Timestamp| -> Result<Timestamp, ApiError> {
         match seen.get(key) {
             None | Some(&"") => Ok(default),
-            Some(v) => parse_when(v, now).map_err(|e| {
-                ApiError::bad(format!(
-                    "{key}={v:?}: {e:#} (use RFC 3339 like 2026-11-01T07:30:00Z, a date, or a duration before now like 24h)"
-                ))
-            }),
+            Some(v) => parse_when(v, now).map_err(|e| ApiError::bad(format!("{key}={v:?}: {e:#}"))),
         }
     };
     let since = when("since", now - SignedDuration::from_hours(24))?;
