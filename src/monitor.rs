@@ -165,5 +165,14 @@ mod tests {
         );
         assert_eq!(pace(&[t(60), t(0)]), None);
         assert_eq!(pace(&[]), None);
+        // timer mode judges by the samples' pace when it is the longer one
+        let minute = [t(120), t(60), t(0)];
+        let thirty = Duration::from_secs(30);
+        assert_eq!(interval_for(thirty, &minute, true), Duration::from_secs(60));
+        assert_eq!(interval_for(thirty, &minute, false), thirty);
+        assert_eq!(
+            interval_for(Duration::from_secs(300), &minute, true),
+            Duration::from_secs(300)
+        );
     }
 }

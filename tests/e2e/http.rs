@@ -394,7 +394,8 @@ fn the_dashboard_draws_seven_days_with_a_failing_sensor_in_headless_chromium() {
         .ok();
     s.bus().fault(IDS[1], Fault::CrcNo);
     let mut run = start(&s, port);
-    assert!(wait_until(Duration::from_secs(30), || samples_logged(&run) >= 1));
+    // the missing alarm is on by default: raised by the third missing reading
+    assert!(run.wait_for_line(Duration::from_secs(30), |l| l.contains("alarm raised: T2")));
     let url = format!("http://127.0.0.1:{port}/");
     let dom = chromium(&["--dump-dom"], &url);
     // the current values, and the failing sensor with its reason, styled apart
@@ -430,6 +431,14 @@ fn the_dashboard_draws_seven_days_with_a_failing_sensor_in_headless_chromium() {
         .and_then(|w| w.parse().ok())
         .unwrap_or(0);
     assert!(width > 100, "canvas {canvas:.80}");
+    // the alarm
+    let alarms = &dom[dom.find("id=\"alarms\"").unwrap()..];
+    let alarms = &alarms[..alarms.find("</ul>").unwrap()];
+    assert!(
+        alarms.contains("class=\"raised\"")
+            && alarms.contains("missing T2: T2 missing for 3 readings"),
+        "{alarms}"
+    );
     assert!(
         tag(&dom, "error").contains("hidden"),
         "the page reported an error:\n{dom}"
