@@ -10,6 +10,10 @@
   let newestMock = false;
   let charts = {};
   let timer = null;
+  // The chart is fetched again once a new point can show: every sampling
+  // interval for raw samples, every bucket for a downsampled window.
+  let chartEveryMs = 0;
+  let chartAt = 0;
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -129,13 +133,15 @@
     const roles = d.series.filter((n) => n !== "effectiveness");
     chart("chart-temps", d, roles, 2);
     chart("chart-eff", d, ["effectiveness"], 3);
+    chartEveryMs = d.bucket_seconds * 1000;
+    chartAt = Date.now();
     $("window-info").textContent = d.samples + " samples" + (d.bucket_seconds ? ", " + Math.round(d.bucket_seconds) + " s per point" : "");
   }
 
   async function tick() {
     try {
       renderCurrent(await getJSON("/api/current"));
-      await refreshChart();
+      if (Date.now() - chartAt >= Math.max(intervalMs, chartEveryMs)) await refreshChart();
       $("error").hidden = true;
     } catch (e) {
       $("error").hidden = false;
@@ -150,6 +156,7 @@
       win = b.dataset.win;
       for (const o of document.querySelectorAll("#windows button")) o.classList.toggle("active", o === b);
       $("csv").href = "/api/export.csv?since=" + encodeURIComponent(win);
+      chartAt = 0;
       tick();
     });
   }

@@ -4,8 +4,8 @@
 //! The charts use uPlot 1.6.32 (MIT, `assets/uplot/LICENSE`), vendored from
 //! the npm registry: 50 KB minified, no dependencies, canvas drawing that
 //! stays fast with thousands of points, and min/max bands for downsampled
-//! data. The page polls `/api/current` and `/api/samples` at the sampling
-//! interval.
+//! data. The page polls `/api/current` at the sampling interval and
+//! `/api/samples` once a new point can show (every interval, or every bucket).
 
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
