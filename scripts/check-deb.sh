@@ -114,7 +114,7 @@ expect_file() {
     fi
 }
 expect_file -rwxr-xr-x usr/bin/hxlog
-for u in hxlog.service hxlog-sample.service hxlog-sample.timer hxlog-replay.service hxlog-replay.timer; do
+for u in hxlog.service hxlog-sample.service hxlog-sample.timer hxlog-replay.service hxlog-replay.timer hxlog-serve.service; do
     expect_file -rw-r--r-- "lib/systemd/system/$u"
 done
 expect_file -rw-r--r-- etc/hxlog/hxlog.json

@@ -92,6 +92,13 @@ pub enum Command {
         #[arg(long, requires = "sink", conflicts_with = "since")]
         skip_to_now: bool,
     },
+    /// Serve the read-only dashboard, /metrics, /healthz and /api from the outbox
+    /// without sampling (timer mode; `run` serves them itself when http_listen is set)
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:9108 (default: http_listen from the config)
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
     /// Show the outbox, delivery state per sink and sensor health
     Status {
         /// Machine-readable JSON

@@ -107,6 +107,36 @@ pub struct RawConfig {
     pub log_file: Option<PathBuf>,
     /// Log filter when `RUST_LOG` is unset, e.g. `"info"` or `"hxlog=debug"` (default info).
     pub log_level: Option<String>,
+    /// Address of the read-only HTTP dashboard, `/metrics`, `/healthz` and
+    /// `/api/*`, e.g. `"127.0.0.1:9108"` (default: off). A non-loopback
+    /// address is served too, with a warning at start.
+    pub http_listen: Option<String>,
+    /// Sensor alarms: per-role `min`/`max`, `missing_for` and `effectiveness_below`.
+    pub alarms: Option<RawAlarms>,
+}
+
+/// The `alarms` section as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlarms {
+    /// Per role (`"T1"`…): `{"min": °C, "max": °C}`, either optional.
+    #[serde(default)]
+    pub roles: BTreeMap<String, RawLimits>,
+    /// Raise a role's `missing` alarm after this many consecutive missing
+    /// readings (default 3; 0 disables it; at most 10000).
+    pub missing_for: Option<u32>,
+    /// Raise the `effectiveness` alarm while the effectiveness is below this (0 to 1).
+    pub effectiveness_below: Option<f64>,
+}
+
+/// A role's limits as written.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Alarm while the temperature is below this (°C).
+    pub min: Option<f64>,
+    /// Alarm while the temperature is above this (°C).
+    pub max: Option<f64>,
 }
 
 /// The resolved configuration every command receives.
@@ -154,6 +184,10 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// Default log filter.
     pub log_level: String,
+    /// Where the HTTP endpoints listen (`None`: not served).
+    pub http_listen: Option<std::net::SocketAddr>,
+    /// Alarm thresholds.
+    pub alarms: crate::alarms::AlarmSettings,
 }
 
 impl Config {
@@ -367,7 +401,19 @@ impl RawConfig {
                 "{where_}: \"read_retries\" is {read_retries}; it must be between 0 and 10 (each retry of a failed sensor costs up to a second of the cycle)"
             );
         }
+        let http_listen = match self.http_listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(a) => Some(a.parse::<std::net::SocketAddr>().map_err(|e| {
+                anyhow::anyhow!(
+                    "{where_}: \"http_listen\" {a:?} is not an address and port ({e}); use e.g. \"127.0.0.1:9108\""
+                )
+            })?),
+        };
+        let alarms = resolve_alarms(self.alarms.unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!("{where_}: \"alarms\": {e}"))?;
         Ok(Config {
+            http_listen,
+            alarms,
             device_id,
             interval,
             data_dir,
@@ -397,6 +443,50 @@ impl RawConfig {
             file,
         })
     }
+}
+
+/// Checks the `alarms` section: finite limits, min below max, sensible counts.
+fn resolve_alarms(raw: RawAlarms) -> Result<crate::alarms::AlarmSettings, String> {
+    let mut roles = BTreeMap::new();
+    for (role, l) in raw.roles {
+        for (what, v) in [("min", l.min), ("max", l.max)] {
+            if let Some(v) = v
+                && (!v.is_finite() || !(-273.15..=2000.0).contains(&v))
+            {
+                return Err(format!("{role}.{what} is {v}; give a temperature in °C"));
+            }
+        }
+        if let (Some(min), Some(max)) = (l.min, l.max)
+            && min >= max
+        {
+            return Err(format!("{role}: min {min} is not below max {max}"));
+        }
+        roles.insert(
+            role,
+            crate::alarms::Limits {
+                min: l.min,
+                max: l.max,
+            },
+        );
+    }
+    let missing_for = raw.missing_for.unwrap_or(3);
+    if missing_for > 10_000 {
+        return Err(format!(
+            "missing_for is {missing_for}; it must be between 0 (off) and 10000 readings"
+        ));
+    }
+    if let Some(e) = raw.effectiveness_below
+        && (!e.is_finite() || !(0.0..=1.0).contains(&e))
+    {
+        return Err(format!(
+            "effectiveness_below is {e}; it is a ratio between 0 and 1"
+        ));
+    }
+    Ok(crate::alarms::AlarmSettings {
+        roles,
+        missing_for,
+        effectiveness_below: raw.effectiveness_below,
+    })
 }
 
 /// The range allowed for one duration key of the config, and why. Every
@@ -785,7 +875,7 @@ mod tests {
         }
         assert_eq!(
             doc.as_object().unwrap().len() - 1,
-            22,
+            24,
             "every RawConfig key appears in the example"
         );
         assert_eq!(raw.interval.as_deref(), Some("30s"));

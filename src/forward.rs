@@ -34,6 +34,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::alarms::Published;
 use crate::outbox::{Hold, Outbox, SharedOutbox, Stored};
 use crate::sample::Sample;
 use crate::sinks::{Refusal, Sink, SinkError};
@@ -198,6 +199,21 @@ pub async fn forward<S: Sink>(
         if opts.shutdown.is_cancelled() {
             report.interrupted = true;
             break;
+        }
+        if sink.publishes_alarms() {
+            match forward_alarms(&mut sink, &outbox, &opts).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) if matches!(opts.mode, Mode::Drain { .. }) => return Err(e),
+                Err(e) => {
+                    error!(sink = name, error = %format!("{e:#}"), "cannot publish alarm events; retrying");
+                    if wait(&opts, Duration::from_secs(1)).await {
+                        report.interrupted = true;
+                        break;
+                    }
+                    continue;
+                }
+            }
         }
         match resend_revised(&mut sink, &outbox, &opts).await {
             Ok(true) => continue,
@@ -364,10 +380,69 @@ pub async fn resend_window<S: Sink>(
     Ok(report)
 }
 
-/// Sends one batch until it is delivered, refused, or shutdown interrupts.
+/// What one delivery carries: samples, or alarm events.
+#[derive(Clone, Copy)]
+enum Payload<'a> {
+    Samples(&'a [Sample]),
+    Alarms(&'a [Published]),
+}
+
+impl Payload<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Payload::Samples(b) => b.len(),
+            Payload::Alarms(a) => a.len(),
+        }
+    }
+}
+
+/// Sends one batch of samples until it is delivered, refused, or shutdown interrupts.
 async fn send_with_retry<S: Sink>(
     sink: &mut S,
     batch: &[Sample],
+    outbox: &SharedOutbox,
+    opts: &ForwardOptions,
+) -> anyhow::Result<Outcome> {
+    deliver(sink, Payload::Samples(batch), outbox, opts).await
+}
+
+/// Publishes the alarm events `sink` has not received yet, oldest first, in
+/// batches of 100, before any pending sample; acks each batch. Returns true
+/// when there were some (or shutdown interrupted them).
+async fn forward_alarms<S: Sink>(
+    sink: &mut S,
+    outbox: &SharedOutbox,
+    opts: &ForwardOptions,
+) -> anyhow::Result<bool> {
+    let name = sink.name();
+    let pending = outbox.call(move |o| o.pending_alarms(name, 100)).await?;
+    let Some(last) = pending.last().map(|e| e.seq) else {
+        return Ok(false);
+    };
+    let alarms: Vec<Published> = pending
+        .into_iter()
+        .map(|e| Published {
+            id: e.id,
+            device_id: e.device_id,
+            event: e.event,
+        })
+        .collect();
+    let Outcome::Done { refused } = deliver(sink, Payload::Alarms(&alarms), outbox, opts).await?
+    else {
+        return Ok(true);
+    };
+    if let Some((_, reason)) = refused.first() {
+        error!(sink = name, alarms = refused.len(), reason = %reason, "sink refused alarm events; skipped");
+    }
+    outbox.call(move |o| o.ack_alarms(name, last)).await?;
+    info!(sink = name, alarms = alarms.len(), "alarm events published");
+    Ok(true)
+}
+
+/// Delivers `payload` until it is delivered, refused, or shutdown interrupts.
+async fn deliver<S: Sink>(
+    sink: &mut S,
+    payload: Payload<'_>,
     outbox: &SharedOutbox,
     opts: &ForwardOptions,
 ) -> anyhow::Result<Outcome> {
@@ -386,26 +461,37 @@ async fn send_with_retry<S: Sink>(
                 .max(Duration::from_millis(100)),
         };
         let result = tokio::select! {
-            r = tokio::time::timeout(limit, sink.send(batch)) => r.unwrap_or_else(|_| {
+            r = tokio::time::timeout(limit, async {
+                match payload {
+                    Payload::Samples(batch) => sink.send(batch).await,
+                    Payload::Alarms(alarms) => sink.send_alarms(alarms).await,
+                }
+            }) => r.unwrap_or_else(|_| {
                 Err(SinkError::transient(format!(
                     "no answer within {limit:?} (send_timeout); the batch was abandoned and will be sent again"
                 )))
             }),
             _ = async { opts.shutdown.cancelled().await; tokio::time::sleep(opts.grace).await } => {
-                warn!(sink = name, samples = batch.len(), "shutdown: abandoned the batch in flight; it will be resent");
+                warn!(sink = name, samples = payload.len(), "shutdown: abandoned the batch in flight; it will be resent");
                 return Ok(Outcome::Interrupted);
             }
         };
         let err = match result {
             Ok(()) => return Ok(Outcome::Done { refused: vec![] }),
             Err(SinkError::Rejected { message }) => {
-                let refused = (0..batch.len()).map(|i| (i, message.clone())).collect();
+                let refused = (0..payload.len()).map(|i| (i, message.clone())).collect();
                 return Ok(Outcome::Done { refused });
             }
             Err(SinkError::RejectedSamples { refused }) => {
-                return Ok(Outcome::Done {
-                    refused: refused_indices(name, batch, refused),
-                });
+                let refused = match payload {
+                    Payload::Samples(batch) => refused_indices(name, batch, refused),
+                    Payload::Alarms(_) => refused
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, r)| (i, r.reason))
+                        .collect(),
+                };
+                return Ok(Outcome::Done { refused });
             }
             Err(e) => e,
         };

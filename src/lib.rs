@@ -9,6 +9,7 @@
 pub mod when;
 pub mod sample;
 pub mod efficiency;
+pub mod alarms;
 pub mod clock;
 pub mod config;
 pub mod sensors;
@@ -16,7 +17,9 @@ pub mod outbox;
 pub mod sampler;
 pub mod forward;
 pub mod sinks;
+pub mod monitor;
 pub mod output;
+pub mod http;
 pub mod cli;
 pub mod logging;
 pub mod notify;

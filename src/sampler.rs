@@ -1,6 +1,9 @@
 //! The sampling loop: read the sensors, build a [`Sample`], commit it to the
 //! outbox, wake the forwarders.
 //!
+//! After each write the sampler evaluates the alarms ([`crate::alarms`]) and
+//! stores their events in the outbox.
+//!
 //! Sampling never waits on the network. A sample whose write fails (disk full,
 //! outbox locked) is kept in memory, bounded, and written first next cycle;
 //! the loop never stops because of a failed read or write.
@@ -20,6 +23,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::alarms::{AlarmSettings, Evaluator, Event};
 use crate::clock::{ClockSync, ClockWatch, Observation};
 use crate::outbox::SharedOutbox;
 use crate::sample::{ClockStamp, ClockState, Sample, Source};
@@ -40,6 +44,9 @@ pub struct Sampler {
     /// True until the outbox has been told of a sync since the last unsynced
     /// sample was written.
     correction_due: bool,
+    /// The alarm rules, and their state once loaded from the outbox.
+    alarm_settings: Option<AlarmSettings>,
+    alarms: Option<Evaluator>,
 }
 
 impl Sampler {
@@ -54,6 +61,70 @@ impl Sampler {
             dropped: 0,
             clock: ClockWatch::new(ClockSync::default()),
             correction_due: true,
+            alarm_settings: None,
+            alarms: None,
+        }
+    }
+
+    /// Evaluates `settings`' alarms on every sample written.
+    pub fn with_alarms(mut self, settings: AlarmSettings) -> Self {
+        self.alarm_settings = Some(settings);
+        self
+    }
+
+    /// Evaluates the alarms on `written` (oldest first, just committed): logs
+    /// each raise at WARN and each clear at INFO, and stores the events. The
+    /// state comes from the outbox the first time (the active alarms, and the
+    /// missing readings in a row of the samples before these).
+    async fn check_alarms(&mut self, written: Vec<Sample>) {
+        let Some(settings) = self.alarm_settings.clone() else {
+            return;
+        };
+        if self.alarms.is_none() {
+            let skip = written.len();
+            let n = settings.missing_for as usize + skip;
+            let loaded = self
+                .outbox
+                .call(move |o| Ok((o.active_alarms()?, o.recent(n)?)))
+                .await;
+            match loaded {
+                Ok((active, recent)) => {
+                    let mut ev = Evaluator::new(settings, active.into_iter().map(|a| a.event.key));
+                    let before: Vec<Sample> =
+                        recent.into_iter().skip(skip).map(|s| s.sample).collect();
+                    ev.prime(&before);
+                    self.alarms = Some(ev);
+                }
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "cannot read the alarm state from the outbox; alarms are checked from the next sample");
+                    return;
+                }
+            }
+        }
+        let Some(ev) = self.alarms.as_mut() else {
+            return;
+        };
+        let events: Vec<Event> = written.iter().flat_map(|s| ev.evaluate(s)).collect();
+        if events.is_empty() {
+            return;
+        }
+        // Stored first, so that anyone who reads the log line finds the alarm
+        // in the outbox (dashboard, status, /metrics).
+        let device = self.device_id.clone();
+        let stored = events.clone();
+        if let Err(e) = self
+            .outbox
+            .call(move |o| o.record_alarms(&device, &stored))
+            .await
+        {
+            error!(error = %format!("{e:#}"), "cannot store alarm events in the outbox; they are only in this log");
+        }
+        for e in &events {
+            if e.raised {
+                warn!(alarm = %e.key.alarm, role = %e.key.role, value = ?e.value, threshold = ?e.threshold, "alarm raised: {}", e.message);
+            } else {
+                info!(alarm = %e.key.alarm, role = %e.key.role, value = ?e.value, "alarm cleared: {}", e.message);
+            }
         }
     }
 
@@ -150,7 +221,8 @@ impl Sampler {
                 if self.unwritten.len() > 1 {
                     info!(samples = self.unwritten.len(), "wrote samples held in memory while the outbox was unwritable");
                 }
-                self.unwritten.clear();
+                let written: Vec<Sample> = self.unwritten.drain(..).collect();
+                self.check_alarms(written).await;
                 Ok(seq)
             }
             Err(e) => Err(e.context(format!(

@@ -20,6 +20,7 @@ mod replay;
 mod run;
 mod sample;
 mod sensors;
+mod serve;
 mod simulate;
 mod status;
 
@@ -71,6 +72,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     replay::resend(&config, &since, until.as_deref(), sink, &give_up_after).await
                 }
             },
+            Command::Serve { listen } => serve::serve(&config, listen.as_deref()).await,
             Command::Status { json } => status::status(&config, json),
             Command::Sensors { json } => sensors::sensors(&config, json),
             Command::Simulate { count, interval } => simulate::simulate(&config, count, &interval),
@@ -109,6 +111,19 @@ fn roles(config: &Config) -> Vec<String> {
         STANDARD_ROLES.iter().map(|r| r.to_string()).collect()
     } else {
         config.sensors.roles()
+    }
+}
+
+/// What the HTTP endpoints need from `config`; `timer_mode` judges the
+/// sampling pace from the samples instead of the configured interval.
+fn http_settings(config: &Config, sinks: Vec<String>, timer_mode: bool) -> crate::http::Settings {
+    crate::http::Settings {
+        outbox: config.outbox_path(),
+        interval: config.interval,
+        pace_from_samples: timer_mode,
+        roles: roles(config),
+        sinks,
+        device_id: config.device_id.clone(),
     }
 }
 

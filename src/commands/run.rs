@@ -7,7 +7,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{build_sensors, forwarder_outbox, lock, open_outbox, spawn_signal_handler};
+use super::{
+    build_sensors, forwarder_outbox, http_settings, lock, open_outbox, spawn_signal_handler,
+};
 use crate::config::{Config, Secrets};
 use crate::forward::{ForwardOptions, Mode, forward};
 use crate::outbox::lock::Role;
@@ -61,8 +63,32 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         tasks.spawn(forward(sink, forwarder_outbox(config)?, follow()));
     }
 
+    if let Some(addr) = config.http_listen {
+        // A port in use is logged and sampling goes on without the dashboard.
+        match crate::http::bind(addr).await {
+            Ok(listener) => {
+                let settings = http_settings(
+                    config,
+                    kept_for.iter().map(|s| s.to_string()).collect(),
+                    false,
+                );
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = crate::http::serve(listener, settings, stop).await {
+                        error!(error = %format!("{e:#}"), "the dashboard stopped; sampling continues");
+                    }
+                });
+            }
+            Err(e) => error!(
+                error = %format!("{e:#}"),
+                "NOT SERVING the dashboard, /metrics and /healthz; sampling continues"
+            ),
+        }
+    }
+
     let sampler = Sampler::new(sensors, config.device_id.clone(), SharedOutbox::new(outbox))
-        .with_clock_sync(config.clock_sync.clone());
+        .with_clock_sync(config.clock_sync.clone())
+        .with_alarms(config.alarms.clone());
     crate::notify::ready("sampling");
     let result = run_loop(
         sampler,

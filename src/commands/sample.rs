@@ -21,7 +21,8 @@ pub async fn sample(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     check_sources(&outbox, sensors.source());
     log_bus(config, &sensors);
     let mut sampler = Sampler::new(sensors, config.device_id.clone(), SharedOutbox::new(outbox))
-        .with_clock_sync(config.clock_sync.clone());
+        .with_clock_sync(config.clock_sync.clone())
+        .with_alarms(config.alarms.clone());
     let sample = sampler.read().await?;
     let seq = sampler.write(sample.clone()).await?;
     if json {

@@ -69,12 +69,15 @@ pub fn status(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
     let last = outbox.last()?;
     let bus_trouble = bus_trouble(config);
     let clock = clock_state(config, &outbox, &st)?;
+    let health = health(config, &outbox)?;
     if as_json {
         let sensors = last.as_ref().map(crate::output::sample_json);
         let out = json!({
             "device_id": config.device_id,
             "source": config.effective_source(),
             "clock": &clock,
+            "health": &health,
+            "alarms": outbox.active_alarms()?,
             "outbox": &st,
             "configured_sinks": sinks,
             "sink_config_errors": config_errors,
@@ -93,7 +96,39 @@ pub fn status(config: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
         bus_trouble.as_deref(),
     );
     print_clock(&clock);
+    print_health(&health, &outbox.active_alarms()?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The verdict `/healthz` gives (see `monitor`): a status run beside timer
+/// mode cannot tell, so the pace of the samples counts when it is longer
+/// than the interval.
+fn health(config: &Config, outbox: &Outbox) -> anyhow::Result<crate::monitor::Verdict> {
+    let recent = outbox.recent_times(11)?;
+    let interval = crate::monitor::interval_for(config.interval, &recent, true);
+    Ok(crate::monitor::judge(
+        Timestamp::now(),
+        interval,
+        recent.first().copied(),
+        crate::monitor::outbox_writable(outbox.path()),
+    ))
+}
+
+fn print_health(v: &crate::monitor::Verdict, alarms: &[crate::outbox::alarms::StoredEvent]) {
+    if v.healthy {
+        println!("health:   ok");
+    } else {
+        println!("health:   NOT OK: {}", v.reason);
+    }
+    if alarms.is_empty() {
+        println!("alarms:   none active");
+    }
+    for a in alarms {
+        println!(
+            "alarm:    {} {} since {}: {}",
+            a.event.key.alarm, a.event.key.role, a.event.at, a.event.message
+        );
+    }
 }
 
 /// What `status` says about a sink configured wrongly.

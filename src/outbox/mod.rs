@@ -21,7 +21,9 @@ use crate::config::Synchronous;
 use crate::efficiency::Efficiency;
 use crate::sample::{ClockStamp, ClockState, Reading, Sample, Source};
 
+pub mod alarms;
 pub mod lock;
+pub mod read_only;
 
 /// The migrations, in order; index + 1 is the `user_version` after applying.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -32,6 +34,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0002_clock.sql",
         include_str!("../../schema/sqlite/0002_clock.sql"),
+    ),
+    (
+        "0003_alarms.sql",
+        include_str!("../../schema/sqlite/0003_alarms.sql"),
     ),
 ];
 
@@ -482,6 +488,13 @@ impl Outbox {
              last_error_us = excluded.last_error_us, backoff_until_us = excluded.backoff_until_us",
             params![sink, message, class, now_us(), backoff_until.map(|t| t.as_microsecond())],
         )?;
+        self.count_error(sink, class, 1)?;
+        Ok(())
+    }
+
+    fn count_error(&self, sink: &str, class: &str, n: i64) -> anyhow::Result<()> {
+        self.conn
+            .execute(COUNT_ERROR_SQL, params![sink, class, n])?;
         Ok(())
     }
 
@@ -505,6 +518,7 @@ impl Outbox {
                  last_error = excluded.last_error, last_error_class = 'rejected', last_error_us = excluded.last_error_us",
                 params![sink, max, seqs.len() as i64, reason, now],
             )?;
+            tx.execute(COUNT_ERROR_SQL, params![sink, "rejected", 1])?;
         }
         tx.commit()?;
         Ok(())
@@ -727,6 +741,9 @@ impl SharedOutbox {
     }
 }
 
+const COUNT_ERROR_SQL: &str = "INSERT INTO sink_errors (sink, class, count) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (sink, class) DO UPDATE SET count = count + excluded.count";
+
 const COLUMNS: &str = "seq, id, device_id, taken_at_us, source, readings, \
      hot_effectiveness, cold_effectiveness, effectiveness, lmtd, \
      clock, boot_id, boottime_us, taken_at_raw_us";
@@ -757,7 +774,7 @@ fn bind_and_insert(stmt: &mut rusqlite::CachedStatement<'_>, s: &Sample) -> anyh
     Ok(())
 }
 
-fn decode_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+pub(crate) fn decode_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
     let bad = |i: usize, e: Box<dyn std::error::Error + Send + Sync>| {
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e)
     };
@@ -800,7 +817,7 @@ fn decode_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
     })
 }
 
-fn check_header(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn check_header(path: &Path) -> anyhow::Result<()> {
     use std::io::Read;
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -834,7 +851,7 @@ fn now_us() -> i64 {
     Timestamp::now().as_microsecond()
 }
 
-fn ts(us: i64) -> Option<Timestamp> {
+pub(crate) fn ts(us: i64) -> Option<Timestamp> {
     Timestamp::from_microsecond(us).ok()
 }
 

@@ -132,6 +132,20 @@ impl Sink for AnySink {
         }
     }
 
+    fn publishes_alarms(&self) -> bool {
+        match self {
+            AnySink::Postgres(s) => s.publishes_alarms(),
+            AnySink::Webpubsub(s) => s.publishes_alarms(),
+        }
+    }
+
+    async fn send_alarms(&mut self, alarms: &[crate::alarms::Published]) -> Result<(), SinkError> {
+        match self {
+            AnySink::Postgres(s) => s.send_alarms(alarms).await,
+            AnySink::Webpubsub(s) => s.send_alarms(alarms).await,
+        }
+    }
+
     async fn send(&mut self, batch: &[Sample]) -> Result<(), SinkError> {
         match self {
             AnySink::Postgres(s) => s.send(batch).await,
@@ -165,6 +179,21 @@ pub trait Sink: Send + 'static {
     /// Delivers `batch` (non-empty, oldest first). Returns only when the sink has
     /// durably accepted every sample (for Postgres: the transaction committed).
     fn send(&mut self, batch: &[Sample]) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// Whether this sink publishes alarm events (only Web PubSub does).
+    fn publishes_alarms(&self) -> bool {
+        false
+    }
+
+    /// Publishes alarm events, oldest first, each once durably accepted
+    /// (idempotent on [`Published::id`](crate::alarms::Published)). Only
+    /// called when [`Sink::publishes_alarms`].
+    fn send_alarms(
+        &mut self,
+        _alarms: &[crate::alarms::Published],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// Why a delivery failed, classified for the forwarder's retry decision.

@@ -2,11 +2,12 @@
 //! helpers live in the `hxlog-test-support` crate (`tests/e2e/support/`); the
 //! `use` lines below keep their short paths (`crate::pg`, `crate::wps_server`).
 
-use hxlog_test_support::{harness as common, logger, pg, proxy, wps_server};
+use hxlog_test_support::{harness as common, http as client, logger, pg, proxy, wps_server};
 
 mod clock;
 mod foundation;
 mod hardening;
+mod http;
 mod ops;
 mod pg_hang;
 mod pg_quarantine;

@@ -377,12 +377,14 @@ fn recovery_refuses_without_yes_when_stdin_is_not_a_terminal() {
     assert_eq!(before, tree.snapshot(), "a refused run changed the tree");
 }
 
-const SERVICES: [&str; 3] = [
+const SERVICES: [&str; 4] = [
     "hxlog.service",
     "hxlog-sample.service",
     "hxlog-replay.service",
+    "hxlog-serve.service",
 ];
-const UNITS: [&str; 5] = [
+const UNITS: [&str; 6] = [
+    "hxlog-serve.service",
     "hxlog.service",
     "hxlog-sample.service",
     "hxlog-sample.timer",

@@ -12,6 +12,9 @@ use crate::sample::{Reading, Sample, Source};
 /// The `type` of every message.
 pub const MESSAGE_TYPE: &str = "hxlog.samples";
 
+/// The `type` of an alarm message.
+pub const ALARM_TYPE: &str = "hxlog.alarm";
+
 /// The schema `version` of every message. Only an incompatible change (a field
 /// removed, renamed or changing meaning) bumps it; added fields (such as
 /// `clock` and `taken_at_raw`) keep it, since subscribers ignore unknown keys.
@@ -139,4 +142,47 @@ pub(super) fn pack(batch: &[Sample], max_bytes: usize) -> Vec<(Range<usize>, Vec
         start = end;
     }
     messages
+}
+
+/// The `hxlog.alarm` message of one alarm event (version 1): `id`,
+/// `device_id`, `alarm` (`max`, `min`, `missing`, `effectiveness`), `role`
+/// (`""` for effectiveness), `state` (`raised` or `cleared`), `at` (the
+/// deciding sample's `taken_at`), `value`, `threshold`, `message`.
+///
+/// ```
+/// use hxlog::alarms::{AlarmKey, Event, Published};
+/// let a = Published {
+///     id: uuid::Uuid::nil(),
+///     device_id: "hx-01".into(),
+///     event: Event {
+///         key: AlarmKey { alarm: "missing".into(), role: "T2".into() },
+///         raised: true,
+///         at: jiff::Timestamp::UNIX_EPOCH,
+///         value: Some(3.0),
+///         threshold: Some(3.0),
+///         message: "T2 missing for 3 readings".into(),
+///     },
+/// };
+/// let v: serde_json::Value =
+///     serde_json::from_slice(&hxlog::sinks::webpubsub::alarm_message(&a)).unwrap();
+/// assert_eq!(v["type"], "hxlog.alarm");
+/// assert_eq!(v["state"], "raised");
+/// assert_eq!(v["at"], "1970-01-01T00:00:00Z");
+/// ```
+pub fn alarm_message(a: &crate::alarms::Published) -> Vec<u8> {
+    let e = &a.event;
+    serde_json::to_vec(&serde_json::json!({
+        "type": ALARM_TYPE,
+        "version": MESSAGE_VERSION,
+        "id": a.id.to_string(),
+        "device_id": a.device_id,
+        "alarm": e.key.alarm,
+        "role": e.key.role,
+        "state": if e.raised { "raised" } else { "cleared" },
+        "at": e.at.to_string(),
+        "value": e.value,
+        "threshold": e.threshold,
+        "message": e.message,
+    }))
+    .expect("plain strings and numbers always serialize")
 }

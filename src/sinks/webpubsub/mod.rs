@@ -33,6 +33,9 @@
 //!
 //! # Message schema
 //!
+//! Alarms go out as messages of type `hxlog.alarm` (one event each, see
+//! [`alarm_message`]), before the pending samples, in the order they happened.
+//!
 //! Every message is one JSON object of type `hxlog.samples`, version 1, holding
 //! one or more samples, oldest first. In steady state a message holds one
 //! sample; when catching up after an outage the samples of a batch are packed
@@ -113,7 +116,7 @@ use clock::clock_hint;
 pub use clock::{ClockState, system_clock_state};
 pub use connection_string::{ConnectionString, ConnectionStringError};
 use message::pack;
-pub use message::{MESSAGE_TYPE, MESSAGE_VERSION, encode_messages};
+pub use message::{ALARM_TYPE, MESSAGE_TYPE, MESSAGE_VERSION, alarm_message, encode_messages};
 pub use token::TOKEN_LIFETIME;
 use token::mint_token;
 
@@ -436,6 +439,20 @@ impl Sink for WebPubSubSink {
 
     fn max_batch(&self) -> usize {
         MAX_BATCH
+    }
+
+    fn publishes_alarms(&self) -> bool {
+        true
+    }
+
+    /// One `hxlog.alarm` message per event, in order; the first failure
+    /// stops and is returned (the forwarder sends from that event again).
+    async fn send_alarms(&mut self, alarms: &[crate::alarms::Published]) -> Result<(), SinkError> {
+        for a in alarms {
+            let status = self.send_message(message::alarm_message(a)).await?;
+            debug!(sink = "webpubsub", status = status.as_u16(), alarm = %a.event.key.alarm, role = %a.event.key.role, "alarm published");
+        }
+        Ok(())
     }
 
     /// Sends every message of the batch. A message the service refuses (400,

@@ -9,6 +9,7 @@
 //! not depend on hxlog's own crate: it checks hxlog from the outside.
 
 pub mod harness;
+pub mod http;
 pub mod logger;
 pub mod pg;
 pub mod proxy;

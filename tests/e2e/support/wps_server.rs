@@ -552,9 +552,12 @@ fn check_token(shared: &Shared, uri: &Uri, headers: &HeaderMap) -> Result<(), St
     Ok(())
 }
 
-/// Checks a message against the `hxlog.samples` version 1 schema.
+/// Checks a message against the `hxlog.samples` or `hxlog.alarm` version 1 schema.
 pub fn check_message(v: &Value) -> Result<(), String> {
     let obj = v.as_object().ok_or("the message is not a JSON object")?;
+    if obj.get("type") == Some(&json!("hxlog.alarm")) {
+        return check_alarm(v);
+    }
     if obj.get("type") != Some(&json!("hxlog.samples")) {
         return Err(format!(
             "type must be \"hxlog.samples\", got {:?}",
@@ -573,6 +576,43 @@ pub fn check_message(v: &Value) -> Result<(), String> {
     }
     for (i, s) in samples.iter().enumerate() {
         check_sample(s).map_err(|m| format!("samples[{i}]: {m}"))?;
+    }
+    Ok(())
+}
+
+/// An `hxlog.alarm` message: one alarm event.
+fn check_alarm(v: &Value) -> Result<(), String> {
+    if v.get("version") != Some(&json!(1)) {
+        return Err(format!("version must be 1, got {:?}", v.get("version")));
+    }
+    for name in ["id", "device_id", "alarm", "role", "state", "at", "message"] {
+        v.get(name)
+            .and_then(Value::as_str)
+            .ok_or(format!("alarm {name} must be a string"))?;
+    }
+    if !matches!(
+        v["alarm"].as_str(),
+        Some("max" | "min" | "missing" | "effectiveness")
+    ) {
+        return Err(format!("unknown alarm {:?}", v["alarm"]));
+    }
+    if !matches!(v["state"].as_str(), Some("raised" | "cleared")) {
+        return Err(format!(
+            "state must be raised or cleared, got {:?}",
+            v["state"]
+        ));
+    }
+    if v["at"]
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .is_none()
+    {
+        return Err(format!("at {:?} is not an RFC 3339 time", v["at"]));
+    }
+    for name in ["value", "threshold"] {
+        if !matches!(v.get(name), Some(Value::Number(_) | Value::Null)) {
+            return Err(format!("alarm {name} must be a number or null"));
+        }
     }
     Ok(())
 }

@@ -1,0 +1,327 @@
+//! `GET /api/samples` (the chart's downsampled window), `GET /api/current`
+//! (the newest sample, health, sinks, alarms) and `GET /api/export.csv`
+//! (the window as `hxlog export` writes it). Every parameter is checked:
+//! a bad one is a 400 with a message; every answer is bounded.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+use super::{ApiError, Ctx};
+use crate::outbox::Stored;
+use crate::output::{csv_header, csv_row, sample_json};
+use crate::when::parse_when;
+
+/// Default number of points (buckets) of `/api/samples`.
+pub const DEFAULT_POINTS: usize = 1000;
+/// Bounds of `max_points`.
+pub const POINTS: std::ops::RangeInclusive<usize> = 2..=5000;
+/// Most rows of one CSV download.
+pub const MAX_CSV_ROWS: u64 = 100_000;
+
+type Params = Query<Vec<(String, String)>>;
+
+/// The window `[since, until)` of a request: `since` default 24 h before
+/// now, `until` default now; both in `hxlog export`'s forms.
+fn window(
+    params: &[(String, String)],
+    allowed: &[&str],
+) -> Result<(Timestamp, Timestamp), ApiError> {
+    let mut seen = BTreeMap::new();
+    for (k, v) in params {
+        if !allowed.contains(&k.as_str()) {
+            return Err(ApiError::bad(format!(
+                "unknown parameter {k:?}; this endpoint takes {}",
+                allowed.join(", ")
+            )));
+        }
+        if seen.insert(k.as_str(), v.as_str()).is_some() {
+            return Err(ApiError::bad(format!("parameter {k:?} given twice")));
+        }
+    }
+    let now = Timestamp::now();
+    let when = |key: &str, default: Timestamp| -> Result<Timestamp, ApiError> {
+        match seen.get(key) {
+            None | Some(&"") => Ok(default),
+            Some(v) => parse_when(v, now).map_err(|e| ApiError::bad(format!("{key}={v:?}: {e:#}"))),
+        }
+    };
+    let since = when("since", now - SignedDuration::from_hours(24))?;
+    let until = when("until", now)?;
+    if since >= until {
+        return Err(ApiError::bad(format!(
+            "since ({since}) must be before until ({until})"
+        )));
+    }
+    Ok((since, until))
+}
+
+fn max_points(params: &[(String, String)]) -> Result<usize, ApiError> {
+    let Some((_, v)) = params.iter().find(|(k, _)| k == "max_points") else {
+        return Ok(DEFAULT_POINTS);
+    };
+    match v.parse::<usize>() {
+        Ok(n) if POINTS.contains(&n) => Ok(n),
+        _ => Err(ApiError::bad(format!(
+            "max_points={v:?}: give a whole number from {} to {}",
+            POINTS.start(),
+            POINTS.end()
+        ))),
+    }
+}
+
+/// Min and max of one series over the samples of a bucket.
+#[derive(Debug, Clone, Copy, Default)]
+struct MinMax(Option<(f64, f64)>);
+
+impl MinMax {
+    fn add(&mut self, v: Option<f64>) {
+        if let Some(v) = v {
+            self.0 = Some(match self.0 {
+                None => (v, v),
+                Some((lo, hi)) => (lo.min(v), hi.max(v)),
+            });
+        }
+    }
+}
+
+/// The downsampled window: `buckets` equal buckets over `[since, until)`,
+/// each with the min and max of every series, or one point per sample when
+/// there are no more samples than buckets.
+#[derive(Debug)]
+pub struct Downsampled {
+    /// Bucket width in seconds (0: one point per sample).
+    pub bucket_seconds: f64,
+    /// Bucket start (or sample time), Unix seconds.
+    pub t: Vec<f64>,
+    /// Per series (roles, then `effectiveness`).
+    pub series: Vec<Series>,
+}
+
+/// One downsampled series: its name, the min and the max per point (`None`
+/// where the bucket holds no value).
+#[derive(Debug)]
+pub struct Series {
+    /// A role or `effectiveness`.
+    pub name: String,
+    /// Min per point.
+    pub min: Vec<Option<f64>>,
+    /// Max per point.
+    pub max: Vec<Option<f64>>,
+}
+
+fn values(s: &Stored, roles: &[String]) -> Vec<Option<f64>> {
+    let mut v: Vec<Option<f64>> = roles.iter().map(|r| s.sample.celsius(r)).collect();
+    v.push(s.sample.efficiency.effectiveness);
+    v
+}
+
+/// Downsamples `[since, until)` of `outbox` (see [`Downsampled`]).
+pub fn downsample(
+    outbox: &crate::outbox::Outbox,
+    roles: &[String],
+    since: Timestamp,
+    until: Timestamp,
+    count: u64,
+    buckets: usize,
+) -> anyhow::Result<Downsampled> {
+    let n = roles.len() + 1;
+    let mut names: Vec<String> = roles.to_vec();
+    names.push("effectiveness".into());
+    let mut t = vec![];
+    let mut cols: Vec<Vec<MinMax>> = vec![vec![]; n];
+    let raw = count <= buckets as u64;
+    let span = (until.as_microsecond() - since.as_microsecond()) as f64;
+    let width_us = span / buckets as f64;
+    let mut current: Option<usize> = None;
+    outbox.for_each_in_window(Some(since), Some(until), |s| {
+        let us = s.sample.taken_at.as_microsecond();
+        let point = if raw {
+            t.push(us as f64 / 1e6);
+            t.len() - 1
+        } else {
+            let b = (((us - since.as_microsecond()) as f64 / width_us) as usize).min(buckets - 1);
+            if current != Some(b) {
+                t.push((since.as_microsecond() as f64 + b as f64 * width_us) / 1e6);
+                current = Some(b);
+            }
+            t.len() - 1
+        };
+        for (i, v) in values(s, roles).into_iter().enumerate() {
+            if cols[i].len() <= point {
+                cols[i].resize(point + 1, MinMax::default());
+            }
+            cols[i][point].add(v);
+        }
+        Ok(())
+    })?;
+    let series = names
+        .into_iter()
+        .zip(cols)
+        .map(|(name, mut col)| {
+            col.resize(t.len(), MinMax::default());
+            Series {
+                min: col.iter().map(|m| m.0.map(|x| x.0)).collect(),
+                max: col.iter().map(|m| m.0.map(|x| x.1)).collect(),
+                name,
+            }
+        })
+        .collect();
+    Ok(Downsampled {
+        bucket_seconds: if raw { 0.0 } else { width_us / 1e6 },
+        t,
+        series,
+    })
+}
+
+/// `GET /api/samples?since=&until=&max_points=`.
+pub async fn samples(
+    State(ctx): State<Arc<Ctx>>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let (since, until) = window(&params, &["since", "until", "max_points"])?;
+    let buckets = max_points(&params)?;
+    let body = ctx
+        .read(move |ctx, o| {
+            let (count, mock) = o.count_in(since, until)?;
+            let d = downsample(o, &ctx.settings.roles, since, until, count, buckets)?;
+            let mut min = serde_json::Map::new();
+            let mut max = serde_json::Map::new();
+            let mut names = vec![];
+            for x in d.series {
+                min.insert(x.name.clone(), json!(x.min));
+                max.insert(x.name.clone(), json!(x.max));
+                names.push(x.name);
+            }
+            Ok(json!({
+                "since": since.to_string(),
+                "until": until.to_string(),
+                "samples": count,
+                "mock": mock,
+                "bucket_seconds": d.bucket_seconds,
+                "series": names,
+                "t": d.t,
+                "min": min,
+                "max": max,
+            }))
+        })
+        .await?;
+    Ok(Json(body).into_response())
+}
+
+/// `GET /api/current`: what the top of the dashboard shows.
+pub async fn current(State(ctx): State<Arc<Ctx>>) -> Result<Response, ApiError> {
+    let body = ctx
+        .read(|ctx, o| {
+            let s = &ctx.settings;
+            let verdict = ctx.verdict(o)?;
+            let last = o.last()?;
+            let names: Vec<&str> = s.sinks.iter().map(String::as_str).collect();
+            let status = o.status(&names)?;
+            let sinks: Vec<Value> = status
+                .sinks
+                .iter()
+                .map(|k| {
+                    let mut v = serde_json::to_value(k).unwrap_or(Value::Null);
+                    v["configured"] = json!(s.sinks.contains(&k.name));
+                    v
+                })
+                .collect();
+            Ok(json!({
+                "device_id": s.device_id,
+                "version": env!("CARGO_PKG_VERSION"),
+                "now": Timestamp::now().to_string(),
+                "interval_seconds": s.interval.as_secs_f64(),
+                "roles": s.roles,
+                "health": verdict,
+                "sample": last.as_ref().map(sample_json),
+                "sinks": sinks,
+                "alarms": o.active_alarms()?,
+            }))
+        })
+        .await?;
+    Ok(Json(body).into_response())
+}
+
+/// `GET /api/export.csv?since=&until=`: `hxlog export`'s CSV of the window,
+/// refused (400) above [`MAX_CSV_ROWS`] rows.
+pub async fn export_csv(
+    State(ctx): State<Arc<Ctx>>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let (since, until) = window(&params, &["since", "until"])?;
+    let result = ctx
+        .read(move |ctx, o| {
+            let (count, _) = o.count_in(since, until)?;
+            if count > MAX_CSV_ROWS {
+                return Ok(Err(count));
+            }
+            let roles = &ctx.settings.roles;
+            let mut w = csv::Writer::from_writer(vec![]);
+            w.write_record(csv_header(roles))?;
+            o.for_each_in_window(Some(since), Some(until), |s| {
+                w.write_record(csv_row(s, roles))?;
+                Ok(())
+            })?;
+            Ok(Ok(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?))
+        })
+        .await?;
+    let body = result.map_err(|count| {
+        ApiError::bad(format!(
+            "the window holds {count} samples, more than {MAX_CSV_ROWS}; narrow it or use hxlog export"
+        ))
+    })?;
+    let name = format!(
+        "attachment; filename=\"hxlog-{}-{}.csv\"",
+        since.strftime("%Y%m%dT%H%M%SZ"),
+        until.strftime("%Y%m%dT%H%M%SZ")
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, name),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn bad_parameters_are_refused_with_a_message() {
+        let all = ["since", "until", "max_points"];
+        let check = |pairs: &[(&str, &str)], needle: &str| {
+            let params = p(pairs);
+            let e = window(&params, &all)
+                .and_then(|_| max_points(&params))
+                .unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(needle), "{pairs:?}: {}", e.message);
+        };
+        check(&[("since", "yesterday")], "since=\"yesterday\"");
+        check(&[("since", "1h"), ("until", "2h")], "must be before");
+        check(&[("max_points", "1")], "from 2 to 5000");
+        check(&[("max_points", "5001")], "from 2 to 5000");
+        check(&[("max_points", "-3")], "from 2 to 5000");
+        check(&[("limit", "3")], "unknown parameter \"limit\"");
+        check(&[("since", "1h"), ("since", "2h")], "given twice");
+        assert_eq!(max_points(&p(&[("max_points", "2")])).unwrap(), 2);
+        assert!(window(&p(&[("since", "7d"), ("until", "")]), &all).is_ok());
+    }
+}

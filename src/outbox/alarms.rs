@@ -1,0 +1,168 @@
+//! Alarm events in the outbox: appended by the sampler in the order they
+//! happen, read as state (the newest event per alarm) by the dashboard,
+//! `status` and `/metrics`, and delivered to a sink through its own cursor
+//! (`sinks.alarm_seq`), so an alarm raised during an outage is sent later, in
+//! order, and never lost.
+
+use jiff::Timestamp;
+use rusqlite::params;
+use uuid::Uuid;
+
+use super::{Outbox, ts};
+use crate::alarms::{AlarmKey, Event};
+
+/// An alarm event as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoredEvent {
+    /// Position among alarm events (never reused).
+    pub seq: i64,
+    /// Idempotency key.
+    #[serde(serialize_with = "as_text")]
+    pub id: Uuid,
+    /// The logger.
+    pub device_id: String,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+fn as_text<S: serde::Serializer>(id: &Uuid, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+const COLUMNS: &str = "seq, id, device_id, alarm, role, raised, at_us, value, threshold, message";
+
+fn decode(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let id: Vec<u8> = r.get(1)?;
+    let at: i64 = r.get(6)?;
+    Ok(StoredEvent {
+        seq: r.get(0)?,
+        id: Uuid::from_slice(&id).unwrap_or_default(),
+        device_id: r.get(2)?,
+        event: Event {
+            key: AlarmKey {
+                alarm: r.get(3)?,
+                role: r.get(4)?,
+            },
+            raised: r.get::<_, i64>(5)? != 0,
+            at: ts(at).unwrap_or(Timestamp::UNIX_EPOCH),
+            value: r.get(7)?,
+            threshold: r.get(8)?,
+            message: r.get(9)?,
+        },
+    })
+}
+
+impl Outbox {
+    /// Appends `events` in one transaction, in order.
+    pub fn record_alarms(&mut self, device_id: &str, events: &[Event]) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        for e in events {
+            tx.execute(
+                "INSERT INTO alarm_events (id, device_id, alarm, role, raised, at_us, value, threshold, message) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    Uuid::now_v7().as_bytes().as_slice(),
+                    device_id,
+                    e.key.alarm,
+                    e.key.role,
+                    e.raised as i64,
+                    e.at.as_microsecond(),
+                    e.value,
+                    e.threshold,
+                    e.message
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The state of every alarm ever raised: its newest event.
+    pub fn alarm_states(&self) -> anyhow::Result<Vec<StoredEvent>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM alarm_events WHERE seq IN \
+             (SELECT max(seq) FROM alarm_events GROUP BY alarm, role) ORDER BY alarm, role"
+        ))?;
+        let rows = stmt.query_map([], decode)?;
+        rows.map(|r| r.map_err(anyhow::Error::from)).collect()
+    }
+
+    /// The alarms active now: the newest event of each alarm, where it raised.
+    pub fn active_alarms(&self) -> anyhow::Result<Vec<StoredEvent>> {
+        let mut all = self.alarm_states()?;
+        all.retain(|e| e.event.raised);
+        Ok(all)
+    }
+
+    /// Up to `limit` alarm events not yet delivered to `sink`, oldest first.
+    pub fn pending_alarms(&self, sink: &str, limit: usize) -> anyhow::Result<Vec<StoredEvent>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM alarm_events WHERE seq > \
+             (SELECT coalesce((SELECT alarm_seq FROM sinks WHERE name = ?1), 0)) \
+             ORDER BY seq LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![sink, limit as i64], decode)?;
+        rows.map(|r| r.map_err(anyhow::Error::from)).collect()
+    }
+
+    /// Records that `sink` received every alarm event up to `seq`.
+    pub fn ack_alarms(&mut self, sink: &str, seq: i64) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO sinks (name, alarm_seq, last_success_us) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (name) DO UPDATE SET alarm_seq = max(alarm_seq, excluded.alarm_seq), \
+             last_success_us = excluded.last_success_us, backoff_until_us = NULL",
+            params![sink, seq, super::now_us()],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Synchronous;
+
+    fn event(alarm: &str, raised: bool) -> Event {
+        Event {
+            key: AlarmKey {
+                alarm: alarm.into(),
+                role: "T1".into(),
+            },
+            raised,
+            at: Timestamp::UNIX_EPOCH,
+            value: Some(1.0),
+            threshold: None,
+            message: format!("{alarm} {raised}"),
+        }
+    }
+
+    #[test]
+    fn the_state_is_the_newest_event_and_a_sink_gets_every_event_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(&dir.path().join("o.sqlite"), Synchronous::Full).unwrap();
+        o.record_alarms("hx", &[event("max", true), event("missing", true)])
+            .unwrap();
+        o.record_alarms("hx", &[event("max", false)]).unwrap();
+        let active: Vec<String> = o
+            .active_alarms()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event.key.alarm)
+            .collect();
+        assert_eq!(active, ["missing"]);
+        let pending = o.pending_alarms("webpubsub", 2).unwrap();
+        assert_eq!(
+            pending
+                .iter()
+                .map(|e| e.event.message.as_str())
+                .collect::<Vec<_>>(),
+            ["max true", "missing true"]
+        );
+        o.ack_alarms("webpubsub", pending[1].seq).unwrap();
+        let rest = o.pending_alarms("webpubsub", 10).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].event.message, "max false");
+        assert_eq!(o.pending_alarms("postgres", 10).unwrap().len(), 3);
+    }
+}
