@@ -40,7 +40,7 @@ DB=hxlog_wear_$$
 WORK=$BENCH_DIR/$$
 WPS_PID=
 cleanup() {
-    [ -n "$WPS_PID" ] && kill "$WPS_PID" 2>/dev/null || true
+    if [ -n "$WPS_PID" ]; then kill "$WPS_PID" 2>/dev/null || true; fi
     psql -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
