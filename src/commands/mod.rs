@@ -118,9 +118,16 @@ fn lock(config: &Config, role: Role, hint: &str) -> anyhow::Result<Lock> {
     crate::outbox::lock::acquire(&config.outbox_path(), role, hint)
 }
 
-/// A second connection to the outbox for one forwarder.
+/// A second connection to the outbox for one forwarder. Its commits (acks,
+/// sink state) are not fsynced (`synchronous=NORMAL`): one lost in a power
+/// cut means a resend, which the sinks deduplicate. The sampler's commits keep
+/// `config.synchronous` (FULL by default), which also makes durable every
+/// commit before them.
 fn forwarder_outbox(config: &Config) -> anyhow::Result<SharedOutbox> {
-    Ok(SharedOutbox::new(open_outbox(config)?))
+    Ok(SharedOutbox::new(Outbox::open(
+        &config.outbox_path(),
+        crate::config::Synchronous::Normal,
+    )?))
 }
 
 /// Formats a duration for humans (`3m 20s`).
