@@ -39,8 +39,22 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         &config.log_level,
         config.log_file.as_deref(),
     )?;
+    // glibc gives each thread that allocates its own malloc arena, and each
+    // keeps the memory it freed: with the runtime's and the blocking pool's
+    // threads that was megabytes of RSS for a program that allocates little.
+    // One arena is enough (issue 13; measured with scripts/bench-wear.sh).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any
+    // thread is started.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+    // One worker: hxlog waits on I/O; SQLite and sensor reads run on the
+    // blocking pool, which is capped (each thread costs stack and a malloc
+    // arena: RSS, issue 13).
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
+        .max_blocking_threads(4)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
