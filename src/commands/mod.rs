@@ -40,8 +40,22 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         &config.log_level,
         config.log_file.as_deref(),
     )?;
+    // glibc gives each thread that allocates its own malloc arena, and each
+    // keeps the memory it freed: with the runtime's and the blocking pool's
+    // threads that was megabytes of RSS for a program that allocates little.
+    // One arena is enough (issue 13; measured with scripts/bench-wear.sh).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any
+    // thread is started.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+    // One worker: hxlog waits on I/O; SQLite and sensor reads run on the
+    // blocking pool, which is capped (each thread costs stack and a malloc
+    // arena: RSS, issue 13).
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
+        .max_blocking_threads(4)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -133,9 +147,16 @@ fn lock(config: &Config, role: Role, hint: &str) -> anyhow::Result<Lock> {
     crate::outbox::lock::acquire(&config.outbox_path(), role, hint)
 }
 
-/// A second connection to the outbox for one forwarder.
+/// A second connection to the outbox for one forwarder. Its commits (acks,
+/// sink state) are not fsynced (`synchronous=NORMAL`): one lost in a power
+/// cut means a resend, which the sinks deduplicate. The sampler's commits keep
+/// `config.synchronous` (FULL by default), which also makes durable every
+/// commit before them.
 fn forwarder_outbox(config: &Config) -> anyhow::Result<SharedOutbox> {
-    Ok(SharedOutbox::new(open_outbox(config)?))
+    Ok(SharedOutbox::new(Outbox::open(
+        &config.outbox_path(),
+        crate::config::Synchronous::Normal,
+    )?))
 }
 
 /// Formats a duration for humans (`3m 20s`).

@@ -41,6 +41,9 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Page size of a new outbox, in bytes (see [`Outbox::open`]).
+pub const PAGE_SIZE: i64 = 1024;
+
 /// A sample as stored, with its position in the outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
@@ -205,6 +208,24 @@ impl Outbox {
                 );
             }
         }
+        if version == 0 {
+            // A new file: small pages, set before the first table exists (an
+            // existing outbox keeps its page size). Each commit appends every
+            // page it changed to the WAL, and a sample changes about four
+            // (table, two indexes, sqlite_sequence): 1 KiB pages make that
+            // ~4 KiB per sample instead of ~16 KiB. A row (~400 bytes) still
+            // fits a page.
+            conn.pragma_update(None, "page_size", PAGE_SIZE)?;
+        }
+        // The last connection to close must not checkpoint: in timer mode
+        // every `hxlog sample` and `hxlog replay` is the last one, and a
+        // checkpoint (and a new WAL) per process costs far more writes than
+        // the sample. The WAL stays and is checkpointed by size
+        // (`wal_autocheckpoint`), as in `hxlog run`.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .with_context(|| format!("cannot switch the outbox {} to WAL mode", path.display()))?;
         conn.pragma_update(
@@ -704,6 +725,14 @@ impl Outbox {
         self.conn
             .pragma_update(None, "max_page_count", pages as i64)?;
         Ok(())
+    }
+
+    /// An integer pragma of this connection (`page_size`, `synchronous`).
+    #[cfg(test)]
+    pub fn pragma_for_tests(&self, name: &str) -> i64 {
+        self.conn
+            .pragma_query_value(None, name, |r| r.get(0))
+            .unwrap()
     }
 
     /// Makes every write on this connection fail (`query_only`), so tests can

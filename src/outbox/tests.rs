@@ -206,3 +206,31 @@ fn seq_is_never_reused_after_pruning() {
     assert_eq!(seq, 4);
     assert_eq!(ob.pending_count("postgres").unwrap(), 1);
 }
+
+#[test]
+fn a_new_outbox_has_small_pages_and_the_sampler_commits_with_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.sqlite");
+    let ob = Outbox::open(&path, Synchronous::Full).unwrap();
+    assert_eq!(ob.pragma_for_tests("page_size"), PAGE_SIZE);
+    // FULL (2): the WAL is fsynced at every commit, so a sample reported as
+    // taken survives a power cut
+    assert_eq!(ob.pragma_for_tests("synchronous"), 2);
+    let forwarder = Outbox::open(&path, Synchronous::Normal).unwrap();
+    assert_eq!(forwarder.pragma_for_tests("synchronous"), 1);
+    assert_eq!(forwarder.pragma_for_tests("page_size"), PAGE_SIZE);
+}
+
+#[test]
+fn an_existing_outbox_keeps_its_page_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.sqlite");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "page_size", 4096).unwrap();
+        conn.execute_batch("VACUUM").unwrap();
+    }
+    let mut ob = Outbox::open(&path, Synchronous::Full).unwrap();
+    ob.insert(&sample_at(0)).unwrap();
+    assert_eq!(ob.pragma_for_tests("page_size"), 4096);
+}
