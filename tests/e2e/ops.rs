@@ -198,6 +198,8 @@ fn scripts_pass_shellcheck() {
         script("w1_diagnostic.sh"),
         script("w1_bus_recovery.sh"),
         script("check-deb.sh"),
+        script("pi-env.sh"),
+        script("build-pi.sh"),
         repo().join("debian/postinst"),
         repo().join("debian/prerm"),
         repo().join("debian/postrm"),
