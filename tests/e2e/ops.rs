@@ -200,6 +200,7 @@ fn scripts_pass_shellcheck() {
         script("check-deb.sh"),
         script("pi-env.sh"),
         script("build-pi.sh"),
+        script("test-pi.sh"),
         repo().join("debian/postinst"),
         repo().join("debian/prerm"),
         repo().join("debian/postrm"),
