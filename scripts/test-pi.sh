@@ -17,6 +17,7 @@
 #   e2e clock::  libfaketime is an x86_64 library: it cannot be preloaded
 #                into an ARM process (the clock arithmetic itself is covered
 #                by the unit tests, which do run here)
+#   doc tests    rustdoc does not cross-run them; the host's cargo test does
 #
 # Deadlines in the tests are stretched by HXLOG_TEST_TIME_FACTOR (default 5
 # here); the assertions stay the same. Extra arguments after -- go to every
@@ -25,7 +26,7 @@
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == -h || "$1" == --help ]]; then
-    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     [[ $# -ge 1 ]] && exit 0
     exit 2
 fi

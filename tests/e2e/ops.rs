@@ -201,6 +201,7 @@ fn scripts_pass_shellcheck() {
         script("pi-env.sh"),
         script("build-pi.sh"),
         script("test-pi.sh"),
+        script("bench-pi.sh"),
         repo().join("debian/postinst"),
         repo().join("debian/prerm"),
         repo().join("debian/postrm"),
