@@ -96,7 +96,9 @@ pub struct RawConfig {
     /// `"0s"` sends them at once, marked unsynced).
     pub clock_sync_wait: Option<String>,
     /// Largest batch per Postgres statement (default 2000; 1 to 100000).
-    pub postgres_batch_size: Option<usize>,
+    /// `u64`, not `usize`: on 32-bit targets (armhf) a huge value must get the
+    /// same range message, not a type error.
+    pub postgres_batch_size: Option<u64>,
     /// Web PubSub hub name (default `heatexchanger`).
     pub webpubsub_hub: Option<String>,
     /// Optional Web PubSub group; without it messages go to the whole hub.
@@ -361,6 +363,8 @@ impl RawConfig {
                 "{where_}: \"postgres_batch_size\" is {postgres_batch_size}; it must be between 1 and 100000"
             );
         }
+        // at most 100000: fits every usize
+        let postgres_batch_size = postgres_batch_size as usize;
         let read_retries = self.read_retries.unwrap_or(2);
         if read_retries > 10 {
             bail!(
