@@ -82,10 +82,48 @@ impl ClockSync {
 }
 
 fn kernel_synced() -> bool {
+    let (rc, status) = adjtimex_status();
+    rc != -1 && rc != libc::TIME_ERROR && status & libc::STA_UNSYNC == 0
+}
+
+/// `adjtimex()` with `modes = 0` (reads only): the clock state it returns
+/// and the `status` field.
+#[cfg(not(all(target_arch = "arm", target_env = "gnu")))]
+fn adjtimex_status() -> (libc::c_int, libc::c_int) {
     // SAFETY: a zeroed timex with modes = 0 only reads the kernel's state.
     let mut t: libc::timex = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::adjtimex(&mut t) };
-    rc != -1 && rc != libc::TIME_ERROR && t.status & libc::STA_UNSYNC == 0
+    (rc, t.status)
+}
+
+/// On 32-bit ARM (armhf) glibc's `adjtimex` has a 32-bit `time_t` and fails
+/// with EOVERFLOW once the clock is past January 2038, which would mark every
+/// sample unsynced; its 64-bit-time twin `___adjtimex64` (glibc 2.34, the
+/// one `-D_TIME_BITS=64` C code calls) does not.
+#[cfg(all(target_arch = "arm", target_env = "gnu"))]
+fn adjtimex_status() -> (libc::c_int, libc::c_int) {
+    unsafe extern "C" {
+        fn ___adjtimex64(buf: *mut Timex64) -> libc::c_int;
+    }
+    // SAFETY: a zeroed buffer at least as large as glibc's struct __timex64
+    // with modes = 0: the call only writes the kernel's state into it.
+    let mut t: Timex64 = unsafe { std::mem::zeroed() };
+    let rc = unsafe { ___adjtimex64(&mut t) };
+    (rc, t.status)
+}
+
+/// glibc's `struct __timex64` (the kernel's `__kernel_timex`) up to `status`;
+/// `_rest` oversizes the remainder (20 more fields, 144 bytes).
+#[cfg(all(target_arch = "arm", target_env = "gnu"))]
+#[repr(C)]
+struct Timex64 {
+    modes: libc::c_uint,
+    offset: i64,
+    freq: i64,
+    maxerror: i64,
+    esterror: i64,
+    status: libc::c_int,
+    _rest: [i64; 32],
 }
 
 /// `CLOCK_BOOTTIME` in microseconds: time since boot, suspend included.
@@ -96,7 +134,16 @@ pub fn boottime_us() -> i64 {
     };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec * 1_000_000 + ts.tv_nsec / 1_000
+    timespec_us(ts.tv_sec, ts.tv_nsec)
+}
+
+/// A `timespec` in microseconds, widened to `i64` before multiplying: on armhf
+/// `time_t` and `c_long` are 32-bit, and `tv_sec * 1_000_000` in `time_t`
+/// overflows after 36 minutes of uptime.
+// On 64-bit targets the conversions are no-ops (hence the allow).
+#[allow(clippy::useless_conversion)]
+fn timespec_us(sec: libc::time_t, nsec: libc::c_long) -> i64 {
+    i64::from(sec) * 1_000_000 + i64::from(nsec) / 1_000
 }
 
 /// The kernel's id of the current boot (empty if unreadable).
@@ -254,6 +301,32 @@ mod tests {
         assert!(!sync.is_synced());
         std::fs::write(&f, "").unwrap();
         assert!(sync.is_synced());
+    }
+
+    #[test]
+    fn a_timespec_past_36_minutes_does_not_overflow_a_32_bit_time_t() {
+        // 2^31 µs is 35.8 minutes; the largest second a 32-bit time_t holds
+        // must come out whole in microseconds (this runs on armhf in
+        // scripts/test-pi.sh, where time_t is i32).
+        let max = libc::time_t::from(i32::MAX);
+        assert_eq!(timespec_us(max, 999_999_999), 2_147_483_647_999_999);
+        assert_eq!(timespec_us(100_000, 5_000), 100_000_000_005);
+    }
+
+    #[test]
+    fn the_kernel_clock_status_is_readable() {
+        let (rc, _) = adjtimex_status();
+        assert_ne!(rc, -1, "{}", std::io::Error::last_os_error());
+    }
+
+    /// Before 2038 the 32-bit `adjtimex` still works, so it must agree with
+    /// the 64-bit-time call field for field (checks `Timex64`'s layout).
+    #[cfg(all(target_arch = "arm", target_env = "gnu"))]
+    #[test]
+    fn the_64_bit_time_adjtimex_agrees_with_the_32_bit_one() {
+        let mut t: libc::timex = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::adjtimex(&mut t) };
+        assert_eq!(adjtimex_status(), (rc, t.status));
     }
 
     #[test]

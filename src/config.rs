@@ -96,7 +96,9 @@ pub struct RawConfig {
     /// `"0s"` sends them at once, marked unsynced).
     pub clock_sync_wait: Option<String>,
     /// Largest batch per Postgres statement (default 2000; 1 to 100000).
-    pub postgres_batch_size: Option<usize>,
+    /// `u64`, not `usize`: on 32-bit targets (armhf) a huge value must get the
+    /// same range message, not a type error.
+    pub postgres_batch_size: Option<u64>,
     /// Web PubSub hub name (default `heatexchanger`).
     pub webpubsub_hub: Option<String>,
     /// Optional Web PubSub group; without it messages go to the whole hub.
@@ -395,6 +397,8 @@ impl RawConfig {
                 "{where_}: \"postgres_batch_size\" is {postgres_batch_size}; it must be between 1 and 100000"
             );
         }
+        // at most 100000: fits every usize
+        let postgres_batch_size = postgres_batch_size as usize;
         let read_retries = self.read_retries.unwrap_or(2);
         if read_retries > 10 {
             bail!(
@@ -543,9 +547,9 @@ const CLOCK_SYNC_WAIT: Bounds = Bounds {
 fn show_bound(d: Duration) -> String {
     let s = d.as_secs();
     match s {
-        _ if s % 86_400 == 0 && s > 0 => format!("{}d", s / 86_400),
-        _ if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
-        _ if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
+        _ if s.is_multiple_of(86_400) && s > 0 => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3600) && s > 0 => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(60) && s > 0 => format!("{}m", s / 60),
         _ => format!("{s}s"),
     }
 }
