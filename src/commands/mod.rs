@@ -52,10 +52,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     // One worker: hxlog waits on I/O; SQLite and sensor reads run on the
     // blocking pool, which is capped (each thread costs stack and a malloc
-    // arena: RSS, issue 13).
+    // arena: RSS, issue 13). Threads start on demand: the HTTP endpoints'
+    // reads (at most MAX_IN_FLIGHT) get their own share, so a flood of
+    // requests never queues the sampler's and forwarders' work behind them.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .max_blocking_threads(4)
+        .max_blocking_threads(crate::http::MAX_IN_FLIGHT + 8)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

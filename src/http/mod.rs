@@ -63,6 +63,9 @@ pub struct Ctx {
     settings: Settings,
     started: Timestamp,
     tally: Mutex<metrics::Tally>,
+    /// Outbox reads on the blocking pool, at most [`MAX_IN_FLIGHT`] at once
+    /// even when timed-out requests leave their read running.
+    readers: Arc<Semaphore>,
 }
 
 /// An answer other than 200: a status and a one-line message (`text/plain`).
@@ -102,6 +105,7 @@ impl Ctx {
             settings,
             started: Timestamp::now(),
             tally: Mutex::new(metrics::Tally::default()),
+            readers: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }
     }
 
@@ -111,7 +115,13 @@ impl Ctx {
         f: impl FnOnce(&Ctx, &Outbox) -> anyhow::Result<R> + Send + 'static,
     ) -> Result<R, ApiError> {
         let ctx = self.clone();
+        let Ok(permit) = self.readers.clone().try_acquire_owned() else {
+            return Err(ApiError::unavailable(
+                "too many outbox reads in flight; retry in a second",
+            ));
+        };
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let outbox = Outbox::open_read_only(&ctx.settings.outbox)?;
             f(&ctx, &outbox)
         })
