@@ -54,12 +54,14 @@ pub fn interval_for(configured: Duration, recent: &[Timestamp], timer_mode: bool
     }
 }
 
-/// Judges sampling: `newest` is the newest sample's time (or, with none yet,
-/// when sampling started), `writable` the outbox check.
+/// Judges sampling: `newest` is the newest sample's time, `started` when
+/// this process started sampling (`run` only: until its first sample it is
+/// judged from then, and says so), `writable` the outbox check.
 pub fn judge(
     now: Timestamp,
     interval: Duration,
     newest: Option<Timestamp>,
+    started: Option<Timestamp>,
     writable: Result<(), String>,
 ) -> Verdict {
     if let Err(e) = writable {
@@ -68,13 +70,19 @@ pub fn judge(
             reason: e,
         };
     }
-    let Some(newest) = newest else {
-        return Verdict {
-            healthy: false,
-            reason: "no sample yet".into(),
-        };
+    // Judged from `run`'s start while it has no sample of its own yet.
+    let (since, from_start) = match (newest, started) {
+        (Some(n), Some(st)) if st > n => (st, true),
+        (None, Some(st)) => (st, true),
+        (Some(n), _) => (n, false),
+        (None, None) => {
+            return Verdict {
+                healthy: false,
+                reason: "no sample yet".into(),
+            };
+        }
     };
-    let age = now.duration_since(newest);
+    let age = now.duration_since(since);
     // A sample in the future (the clock stepped back) is not a stall.
     let age = if age.is_negative() {
         Duration::ZERO
@@ -84,11 +92,19 @@ pub fn judge(
     if age > stall_after(interval) {
         return Verdict {
             healthy: false,
-            reason: format!(
-                "last sample {} s ago, interval {} s",
-                age.as_secs(),
-                interval.as_secs_f64()
-            ),
+            reason: if from_start {
+                format!(
+                    "no sample since the start {} s ago, interval {} s",
+                    age.as_secs(),
+                    interval.as_secs_f64()
+                )
+            } else {
+                format!(
+                    "last sample {} s ago, interval {} s",
+                    age.as_secs(),
+                    interval.as_secs_f64()
+                )
+            },
         };
     }
     Verdict {
@@ -136,7 +152,13 @@ mod tests {
     #[test]
     fn stalled_means_three_intervals_and_at_least_interval_plus_5s() {
         let check = |interval: u64, age: i64, healthy: bool| {
-            let v = judge(t(age), Duration::from_secs(interval), Some(t(0)), Ok(()));
+            let v = judge(
+                t(age),
+                Duration::from_secs(interval),
+                Some(t(0)),
+                None,
+                Ok(()),
+            );
             assert_eq!(v.healthy, healthy, "interval {interval}, age {age}: {v:?}");
         };
         check(30, 90, true);
@@ -144,16 +166,45 @@ mod tests {
         check(1, 5, true);
         check(1, 7, false);
         check(30, -600, true);
-        let v = judge(t(95), Duration::from_secs(30), Some(t(0)), Ok(()));
+        let v = judge(t(95), Duration::from_secs(30), Some(t(0)), None, Ok(()));
         assert_eq!(v.reason, "last sample 95 s ago, interval 30 s");
         let v = judge(
             t(0),
             Duration::from_secs(30),
             Some(t(0)),
+            None,
             Err("outbox not writable".into()),
         );
         assert!(!v.healthy);
-        assert!(!judge(t(0), Duration::from_secs(30), None, Ok(())).healthy);
+        assert!(!judge(t(0), Duration::from_secs(30), None, None, Ok(())).healthy);
+        // `run` before its first sample: judged from its start, and says so
+        let v = judge(t(20), Duration::from_secs(30), None, Some(t(0)), Ok(()));
+        assert!(v.healthy, "{v:?}");
+        let v = judge(t(95), Duration::from_secs(30), None, Some(t(0)), Ok(()));
+        assert_eq!(
+            v.reason,
+            "no sample since the start 95 s ago, interval 30 s"
+        );
+        // samples from before this start do not count as its own
+        let v = judge(
+            t(195),
+            Duration::from_secs(30),
+            Some(t(0)),
+            Some(t(100)),
+            Ok(()),
+        );
+        assert_eq!(
+            v.reason,
+            "no sample since the start 95 s ago, interval 30 s"
+        );
+        let v = judge(
+            t(195),
+            Duration::from_secs(30),
+            Some(t(100)),
+            Some(t(0)),
+            Ok(()),
+        );
+        assert_eq!(v.reason, "last sample 95 s ago, interval 30 s");
     }
 
     #[test]

@@ -110,6 +110,7 @@ fn health(config: &Config, outbox: &Outbox) -> anyhow::Result<crate::monitor::Ve
         Timestamp::now(),
         interval,
         recent.first().copied(),
+        None,
         crate::monitor::outbox_writable(outbox.path()),
     ))
 }

@@ -138,15 +138,13 @@ impl Ctx {
             &recent,
             self.settings.pace_from_samples,
         );
-        let mut newest = recent.first().copied();
-        if !self.settings.pace_from_samples {
-            // `run` samples at start: judge from then until its first sample.
-            newest = Some(newest.map_or(self.started, |n| n.max(self.started)));
-        }
+        // `run` samples at start: judge from then until its first sample.
+        let started = (!self.settings.pace_from_samples).then_some(self.started);
         Ok(monitor::judge(
             Timestamp::now(),
             interval,
-            newest,
+            recent.first().copied(),
+            started,
             monitor::outbox_writable(&self.settings.outbox),
         ))
     }

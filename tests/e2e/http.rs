@@ -59,6 +59,9 @@ fn healthz_turns_503_while_a_sensor_read_blocks_and_status_says_the_same() {
     .status
         == 200));
     assert_eq!(get(port, "/healthz").body, "ok\n");
+    // Block only after a sample is stored: until then healthz judges from
+    // the start of `run` and status has no sample to judge from.
+    assert!(wait_until(Duration::from_secs(30), || samples_logged(&run) >= 1));
     let fifo = block_sensor(&s, IDS[1]);
     let mut last = None;
     assert!(
