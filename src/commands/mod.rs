@@ -140,6 +140,7 @@ fn http_settings(config: &Config, sinks: Vec<String>, timer_mode: bool) -> crate
         roles: roles(config),
         sinks,
         device_id: config.device_id.clone(),
+        started: jiff::Timestamp::now(),
     }
 }
 

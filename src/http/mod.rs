@@ -55,6 +55,10 @@ pub struct Settings {
     pub sinks: Vec<String>,
     /// This logger's name.
     pub device_id: String,
+    /// When this process started: `run` is judged from then until its first
+    /// sample. Taken before the sampler starts, so that no sample of this
+    /// process is older.
+    pub started: Timestamp,
 }
 
 /// Shared state of the endpoints.
@@ -102,8 +106,8 @@ impl Ctx {
     /// The state for `settings`; counters start now.
     pub fn new(settings: Settings) -> Self {
         Ctx {
+            started: settings.started,
             settings,
-            started: Timestamp::now(),
             tally: Mutex::new(metrics::Tally::default()),
             readers: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }
