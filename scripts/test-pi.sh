@@ -22,6 +22,8 @@
 # Deadlines in the tests are stretched by HXLOG_TEST_TIME_FACTOR (default 5
 # here); the assertions stay the same. Extra arguments after -- go to every
 # test binary (a name filter, --test-threads, ...).
+# An e2e test that fails is run once more alone; one that passes then is
+# reported as FLAKY at the end and does not fail the run.
 # Exit status 0 when every test binary passed.
 set -euo pipefail
 
@@ -68,7 +70,7 @@ grep -qx enabled "$binfmt/$PI_QEMU" || {
 # ---------------------------------------------------------------- build
 echo "pi: building the tests for $PI_TRIPLE"
 list=$(mktemp)
-trap 'rm -f "$list"' EXIT
+trap 'rm -f "$list"' EXIT # (widened below)
 "$PI_CARGO" test "${PI_CARGO_FLAGS[@]}" --release --locked --workspace --no-run --message-format=json-render-diagnostics \
     | python3 -c '
 import json, sys
@@ -91,7 +93,16 @@ declare -A skipped=(
 skip_args=()
 for t in "${!skipped[@]}"; do skip_args+=(--skip "$t"); done
 
+# An e2e test that fails is run once more on its own: under emulation on a
+# shared 2-core machine a few load tests (the request flood, a real
+# Prometheus scraping) have failed once under heavy load and passed alone.
+# A test that passes only on the retry is named at the end (and in CI's log);
+# one that fails again fails the run. The host's own `cargo test` (no retry)
+# is where a behaviour is judged; this run is about the ARM build.
 failed=()
+flaky=()
+out=$(mktemp)
+trap 'rm -f "$list" "$out"' EXIT
 while read -r name exe; do
     echo "pi: running $name ($(basename "$exe")) under $PI_QEMU"
     case $name in
@@ -99,13 +110,31 @@ while read -r name exe; do
         e2e) args=("${skip_args[@]}" "$@") ;;
         *) args=("$@") ;;
     esac
-    if ! "$exe" "${args[@]}"; then failed+=("$name"); fi
+    if [[ $name != e2e ]]; then
+        if ! "$exe" "${args[@]}"; then failed+=("$name"); fi
+        continue
+    fi
+    if "$exe" "${args[@]}" 2>&1 | tee "$out"; then continue; fi
+    mapfile -t again < <(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$out")
+    if [[ ${#again[@]} -eq 0 ]]; then
+        failed+=("$name")
+        continue
+    fi
+    for t in "${again[@]}"; do
+        echo "pi: $t failed; running it once more, alone"
+        if "$exe" --exact "$t" --test-threads 1; then
+            flaky+=("$t")
+        else
+            failed+=("$name: $t")
+        fi
+    done
 done <"$list"
 
 echo
 echo "pi: not run under emulation:"
 for t in "${!skipped[@]}"; do echo "pi:   e2e $t  ${skipped[$t]}"; done
 echo "pi:   doc tests  rustdoc cannot cross-run them; the host's cargo test runs them"
+for t in "${flaky[@]}"; do echo "pi: FLAKY under emulation (failed, then passed alone): e2e $t"; done
 if [[ ${#failed[@]} -gt 0 ]]; then
     echo "pi: FAILED on $PI_TRIPLE: ${failed[*]}"
     exit 1
