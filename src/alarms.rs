@@ -135,6 +135,49 @@ impl Evaluator {
         }
     }
 
+    /// Clears the active alarms (loaded from the outbox) that no rule covers
+    /// any more, as of `sample`, the first sample this evaluator sees: the
+    /// rule was removed from the config (`min`/`max` of the role, `missing_for`
+    /// 0, `effectiveness_below`), or the role is no longer read. Without this
+    /// such an alarm would stay active forever, since nothing evaluates it.
+    /// Returns the `cleared` events, in a stable order, to store like any other.
+    pub fn retire_uncovered(&mut self, sample: &Sample) -> Vec<Event> {
+        let uncovered: Vec<AlarmKey> = self
+            .active
+            .iter()
+            .filter(|k| !self.covers(k, sample))
+            .cloned()
+            .collect();
+        let mut out = vec![];
+        for key in uncovered {
+            let name = if key.role.is_empty() {
+                key.alarm.clone()
+            } else {
+                format!("{} {}", key.alarm, key.role)
+            };
+            let message = if key.role.is_empty() || sample.reading(&key.role).is_some() {
+                format!("{name}: its rule was removed from the config")
+            } else {
+                format!("{name}: {} is no longer read (removed from the config)", key.role)
+            };
+            self.set(&mut out, key, false, sample.taken_at, None, None, message);
+        }
+        out
+    }
+
+    /// Whether a rule still decides `key` for samples like `sample`.
+    fn covers(&self, key: &AlarmKey, sample: &Sample) -> bool {
+        let read = || sample.reading(&key.role).is_some();
+        let limits = || self.settings.roles.get(&key.role).copied().unwrap_or_default();
+        match key.alarm.as_str() {
+            "missing" => self.settings.missing_for > 0 && read(),
+            "max" => limits().max.is_some() && read(),
+            "min" => limits().min.is_some() && read(),
+            "effectiveness" => self.settings.effectiveness_below.is_some(),
+            _ => false,
+        }
+    }
+
     /// The alarms active now.
     pub fn active(&self) -> impl Iterator<Item = &AlarmKey> {
         self.active.iter()
@@ -349,6 +392,68 @@ mod tests {
         let cleared = ev.evaluate(&sample(Some(5.0)));
         assert_eq!(cleared.len(), 1);
         assert!(!cleared[0].raised);
+        assert_eq!(ev.active().count(), 0);
+    }
+
+    #[test]
+    fn an_active_alarm_whose_rule_was_removed_is_cleared_at_start() {
+        let key = |alarm: &str, role: &str| AlarmKey::new(alarm, role);
+        let settings = AlarmSettings {
+            roles: [(
+                "T1".to_string(),
+                Limits {
+                    min: None,
+                    max: Some(80.0),
+                },
+            )]
+            .into(),
+            ..AlarmSettings::default()
+        };
+        let active = [
+            key("max", "T1"),
+            key("min", "T1"),
+            key("missing", "T1"),
+            key("missing", "T9"),
+            key("effectiveness", ""),
+        ];
+        let mut ev = Evaluator::new(settings, active);
+        let cleared: Vec<(String, bool, String)> = ev
+            .retire_uncovered(&sample(Some(85.0)))
+            .into_iter()
+            .map(|e| (format!("{} {}", e.key.alarm, e.key.role), e.raised, e.message))
+            .collect();
+        assert_eq!(
+            cleared,
+            [
+                (
+                    "effectiveness ".into(),
+                    false,
+                    "effectiveness: its rule was removed from the config".into()
+                ),
+                (
+                    "min T1".into(),
+                    false,
+                    "min T1: its rule was removed from the config".into()
+                ),
+                (
+                    "missing T9".into(),
+                    false,
+                    "missing T9: T9 is no longer read (removed from the config)".into()
+                ),
+            ]
+        );
+        let left: Vec<&AlarmKey> = ev.active().collect();
+        assert_eq!(left, [&key("max", "T1"), &key("missing", "T1")]);
+        assert!(ev.retire_uncovered(&sample(Some(85.0))).is_empty(), "once");
+        // missing_for 0 turns the missing alarm off: an active one is cleared
+        let mut ev = Evaluator::new(
+            AlarmSettings {
+                missing_for: 0,
+                ..AlarmSettings::default()
+            },
+            [key("missing", "T1")],
+        );
+        assert_eq!(ev.retire_uncovered(&sample(None)).len(), 1);
         assert_eq!(ev.active().count(), 0);
     }
 

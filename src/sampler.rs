@@ -32,6 +32,9 @@ use crate::sensors::Sensors;
 /// Samples kept in memory while the outbox cannot be written (a week at 60 s).
 pub const MAX_UNWRITTEN: usize = 10_080;
 
+/// Alarm events kept in memory while the outbox cannot store them.
+pub const MAX_UNSTORED_ALARMS: usize = 10_000;
+
 /// Reads sensors and commits samples.
 pub struct Sampler {
     sensors: Option<Sensors>,
@@ -47,6 +50,8 @@ pub struct Sampler {
     /// The alarm rules, and their state once loaded from the outbox.
     alarm_settings: Option<AlarmSettings>,
     alarms: Option<Evaluator>,
+    /// Alarm events not stored yet (oldest first), retried each cycle.
+    unstored_alarms: VecDeque<Event>,
 }
 
 impl Sampler {
@@ -63,6 +68,7 @@ impl Sampler {
             correction_due: true,
             alarm_settings: None,
             alarms: None,
+            unstored_alarms: VecDeque::new(),
         }
     }
 
@@ -75,11 +81,16 @@ impl Sampler {
     /// Evaluates the alarms on `written` (oldest first, just committed): logs
     /// each raise at WARN and each clear at INFO, and stores the events. The
     /// state comes from the outbox the first time (the active alarms, and the
-    /// missing readings in a row of the samples before these).
+    /// missing readings in a row of the samples before these); active alarms
+    /// no rule covers any more are cleared then. Events that cannot be stored
+    /// (disk full, outbox busy) are kept in memory, bounded, and stored first
+    /// next time, in order: the evaluator has already moved on, so dropping
+    /// them would lose the raise or the clear for good.
     async fn check_alarms(&mut self, written: Vec<Sample>) {
         let Some(settings) = self.alarm_settings.clone() else {
             return;
         };
+        let mut events: Vec<Event> = vec![];
         if self.alarms.is_none() {
             let skip = written.len();
             let n = settings.missing_for as usize + skip;
@@ -93,6 +104,9 @@ impl Sampler {
                     let before: Vec<Sample> =
                         recent.into_iter().skip(skip).map(|s| s.sample).collect();
                     ev.prime(&before);
+                    if let Some(first) = written.first() {
+                        events.extend(ev.retire_uncovered(first));
+                    }
                     self.alarms = Some(ev);
                 }
                 Err(e) => {
@@ -104,20 +118,39 @@ impl Sampler {
         let Some(ev) = self.alarms.as_mut() else {
             return;
         };
-        let events: Vec<Event> = written.iter().flat_map(|s| ev.evaluate(s)).collect();
-        if events.is_empty() {
+        events.extend(written.iter().flat_map(|s| ev.evaluate(s)));
+        if events.is_empty() && self.unstored_alarms.is_empty() {
             return;
+        }
+        let held = self.unstored_alarms.len();
+        for e in &events {
+            if self.unstored_alarms.len() >= MAX_UNSTORED_ALARMS {
+                self.unstored_alarms.pop_front();
+                error!("alarm events unstorable for too long: dropped the oldest held in memory");
+            }
+            self.unstored_alarms.push_back(e.clone());
         }
         // Stored first, so that anyone who reads the log line finds the alarm
         // in the outbox (dashboard, status, /metrics).
         let device = self.device_id.clone();
-        let stored = events.clone();
-        if let Err(e) = self
+        let stored: Vec<Event> = self.unstored_alarms.iter().cloned().collect();
+        match self
             .outbox
             .call(move |o| o.record_alarms(&device, &stored))
             .await
         {
-            error!(error = %format!("{e:#}"), "cannot store alarm events in the outbox; they are only in this log");
+            Ok(()) => {
+                if held > 0 {
+                    info!(
+                        alarm_events = held,
+                        "stored alarm events held in memory while the outbox was unwritable"
+                    );
+                }
+                self.unstored_alarms.clear();
+            }
+            Err(e) => {
+                error!(error = %format!("{e:#}"), held = self.unstored_alarms.len(), "cannot store alarm events in the outbox (disk full? busy?); held in memory and retried next cycle");
+            }
         }
         for e in &events {
             if e.raised {
@@ -126,6 +159,11 @@ impl Sampler {
                 info!(alarm = %e.key.alarm, role = %e.key.role, value = ?e.value, "alarm cleared: {}", e.message);
             }
         }
+    }
+
+    /// Alarm events waiting in memory for the outbox.
+    pub fn unstored_alarms(&self) -> usize {
+        self.unstored_alarms.len()
     }
 
     /// Decides clock synchronisation with `sync` (default: the kernel's).
@@ -325,6 +363,12 @@ pub async fn run_loop(mut sampler: Sampler, opts: LoopOptions) -> anyhow::Result
             "stopping with samples that could not be written to the outbox"
         );
     }
+    if sampler.unstored_alarms() > 0 {
+        error!(
+            alarm_events = sampler.unstored_alarms(),
+            "stopping with alarm events that could not be stored in the outbox"
+        );
+    }
     Ok(())
 }
 
@@ -375,6 +419,66 @@ mod tests {
         );
         assert_eq!(prune_cutoff(now, day * 5_000_000), None);
         assert_eq!(prune_cutoff(now, Duration::MAX), None);
+    }
+
+    #[tokio::test]
+    async fn alarm_events_that_cannot_be_stored_are_stored_next_cycle_in_order() {
+        use crate::alarms::Limits;
+        use crate::sample::Reading;
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&dir.path().join("outbox.sqlite"), Synchronous::Full).unwrap();
+        let shared = SharedOutbox::new(outbox);
+        let settings = AlarmSettings {
+            roles: [(
+                "T1".to_string(),
+                Limits {
+                    min: None,
+                    max: Some(80.0),
+                },
+            )]
+            .into(),
+            ..AlarmSettings::default()
+        };
+        let mut sampler = Sampler::new(
+            Sensors::mock(&SensorSettings::default(), 1),
+            "hx".into(),
+            shared.clone(),
+        )
+        .with_alarms(settings);
+        let t1 = |c: f64| {
+            vec![Sample::new(
+                "hx",
+                Timestamp::UNIX_EPOCH,
+                Source::Mock,
+                vec![Reading::ok("T1", None, c)],
+            )]
+        };
+        let stored = |shared: &SharedOutbox| {
+            let shared = shared.clone();
+            async move {
+                shared
+                    .call(|o| o.pending_alarms("test", 100))
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| format!("{}{}", if e.event.raised { "+" } else { "-" }, e.event.key.alarm))
+                    .collect::<Vec<_>>()
+            }
+        };
+        sampler.check_alarms(t1(70.0)).await;
+        // the outbox cannot store alarm events: raised, then cleared, both held
+        shared.call(|o| o.fail_alarm_inserts_for_tests(true)).await.unwrap();
+        sampler.check_alarms(t1(85.0)).await;
+        sampler.check_alarms(t1(70.0)).await;
+        assert_eq!(sampler.unstored_alarms(), 2);
+        assert!(stored(&shared).await.is_empty());
+        // it can again: the held events go first, in order, then the new one
+        shared.call(|o| o.fail_alarm_inserts_for_tests(false)).await.unwrap();
+        sampler.check_alarms(t1(90.0)).await;
+        assert_eq!(sampler.unstored_alarms(), 0);
+        assert_eq!(stored(&shared).await, ["+max", "-max", "+max"]);
+        let active = shared.call(|o| o.active_alarms()).await.unwrap();
+        assert_eq!(active.len(), 1);
     }
 
     #[tokio::test]

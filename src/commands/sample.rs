@@ -25,6 +25,14 @@ pub async fn sample(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         .with_alarms(config.alarms.clone());
     let sample = sampler.read().await?;
     let seq = sampler.write(sample.clone()).await?;
+    if sampler.unstored_alarms() > 0 {
+        // The next `hxlog sample` loads the alarm state from the outbox, so a
+        // raise or clear lost here is decided again by the next sample.
+        tracing::error!(
+            alarm_events = sampler.unstored_alarms(),
+            "alarm events could not be stored in the outbox; the next sample decides them again"
+        );
+    }
     if json {
         let stored = crate::outbox::Stored { seq, sample };
         println!("{}", crate::output::sample_json(&stored));

@@ -735,6 +735,20 @@ impl Outbox {
             .unwrap()
     }
 
+    /// Makes every alarm event insert on this connection fail (a temporary
+    /// trigger), while samples are still written, so tests can see what a
+    /// failure to store alarm events does.
+    #[cfg(test)]
+    pub fn fail_alarm_inserts_for_tests(&self, fail: bool) -> anyhow::Result<()> {
+        self.conn.execute_batch(if fail {
+            "CREATE TEMP TRIGGER fail_alarm_inserts BEFORE INSERT ON main.alarm_events \
+             BEGIN SELECT RAISE(ABORT, 'database or disk is full (test)'); END;"
+        } else {
+            "DROP TRIGGER temp.fail_alarm_inserts;"
+        })?;
+        Ok(())
+    }
+
     /// Makes every write on this connection fail (`query_only`), so tests can
     /// see what an outbox that cannot record anything does.
     #[cfg(test)]
