@@ -606,3 +606,43 @@ async fn alarms_raised_while_web_pubsub_is_down_reach_it_later_in_order() {
     assert_eq!(alarm_messages(&srv), expected);
     assert!(run.terminate(crate::common::SIGTERM_DEADLINE).is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_whose_rule_was_removed_is_cleared_and_published() {
+    let srv =
+        crate::wps_server::start("heatexchanger", "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ-9f3a=").await;
+    let mut s = Setup::new();
+    s.healthy_bus([85.0, 50.0, 15.0, 35.0]);
+    s.write(
+        "secrets.json",
+        &json!({"AZURE_WEBPUBSUB_CONNECTION_STRING": srv.connection_string()}).to_string(),
+    );
+    s.set("secrets", json!("secrets.json"));
+    s.set("alarms", json!({"roles": {"T1": {"max": 80.0}}}));
+    let out = s.run(&["sample"]);
+    out.ok();
+    assert!(out.stderr.contains("alarm raised: T1 above 80"), "{out}");
+    assert!(s.run(&["status"]).ok().stdout.contains("alarm:    max T1"));
+    // the rule goes from the config while T1 is still too hot: nothing would
+    // ever evaluate the alarm again, so the next start clears it
+    s.set("alarms", json!({}));
+    let out = s.run(&["sample"]);
+    out.ok();
+    assert!(
+        out.stderr
+            .contains("alarm cleared: max T1: its rule was removed from the config"),
+        "{out}"
+    );
+    let status = s.run(&["status"]);
+    assert!(status.ok().stdout.contains("alarms:   none active"), "{status}");
+    let out = s.run(&["sample"]);
+    assert!(!out.ok().stderr.contains("alarm cleared"), "cleared once: {out}");
+    // the clear is published like any other
+    s.run(&["replay", "--give-up-after", "20s"]).ok();
+    assert_eq!(
+        alarm_messages(&srv),
+        ["raised max T1", "cleared max T1"],
+        "{:?}",
+        srv.accepted_messages()
+    );
+}
