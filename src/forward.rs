@@ -407,8 +407,11 @@ async fn send_with_retry<S: Sink>(
 }
 
 /// Publishes the alarm events `sink` has not received yet, oldest first, in
-/// batches of 100, before any pending sample; acks each batch. Returns true
-/// when there were some (or shutdown interrupted them).
+/// batches of 100, before any pending sample; acks each batch once every
+/// event of it was published or refused (a refused event is logged and
+/// skipped; the sink promises it published every event it does not name, so
+/// the cursor never passes an event neither delivered nor refused). Returns
+/// true when there were some (or shutdown interrupted them).
 async fn forward_alarms<S: Sink>(
     sink: &mut S,
     outbox: &SharedOutbox,
@@ -431,11 +434,25 @@ async fn forward_alarms<S: Sink>(
     else {
         return Ok(true);
     };
-    if let Some((_, reason)) = refused.first() {
-        error!(sink = name, alarms = refused.len(), reason = %reason, "sink refused alarm events; skipped");
+    for (i, reason) in &refused {
+        let a = &alarms[*i];
+        error!(sink = name, id = %a.id, alarm = %a.event.key.alarm, role = %a.event.key.role, raised = a.event.raised, reason = %reason, "sink refused an alarm event; skipped, the later events are published");
     }
-    outbox.call(move |o| o.ack_alarms(name, last)).await?;
-    info!(sink = name, alarms = alarms.len(), "alarm events published");
+    let reason = refused.first().map(|(_, r)| r.clone());
+    outbox
+        .call(move |o| {
+            if let Some(reason) = reason {
+                o.note_alarms_refused(name, &reason)?;
+            }
+            o.ack_alarms(name, last)
+        })
+        .await?;
+    info!(
+        sink = name,
+        alarms = alarms.len() - refused.len(),
+        refused = refused.len(),
+        "alarm events published"
+    );
     Ok(true)
 }
 
@@ -483,14 +500,11 @@ async fn deliver<S: Sink>(
                 return Ok(Outcome::Done { refused });
             }
             Err(SinkError::RejectedSamples { refused }) => {
-                let refused = match payload {
-                    Payload::Samples(batch) => refused_indices(name, batch, refused),
-                    Payload::Alarms(_) => refused
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, r)| (i, r.reason))
-                        .collect(),
+                let ids: Vec<uuid::Uuid> = match payload {
+                    Payload::Samples(batch) => batch.iter().map(|s| s.id).collect(),
+                    Payload::Alarms(alarms) => alarms.iter().map(|a| a.id).collect(),
                 };
+                let refused = refused_indices(name, &ids, refused);
                 return Ok(Outcome::Done { refused });
             }
             Err(e) => e,
@@ -555,16 +569,17 @@ fn retry_delay(schedule: Duration, asked: Option<Duration>, max: Duration) -> Du
     schedule.max(asked.unwrap_or_default()).min(max)
 }
 
-/// The positions in `batch` of the samples a sink refused (each once; an id
-/// not in the batch is a sink bug, logged and ignored).
-fn refused_indices(name: &str, batch: &[Sample], refused: Vec<Refusal>) -> Vec<(usize, String)> {
+/// The positions in the batch (whose ids are `ids`) of the samples or alarm
+/// events a sink refused (each once; an id not in the batch is a sink bug,
+/// logged and ignored).
+fn refused_indices(name: &str, ids: &[uuid::Uuid], refused: Vec<Refusal>) -> Vec<(usize, String)> {
     let mut out: Vec<(usize, String)> = vec![];
     for r in refused {
-        match batch.iter().position(|s| s.id == r.id) {
+        match ids.iter().position(|id| *id == r.id) {
             Some(i) if !out.iter().any(|(j, _)| *j == i) => out.push((i, r.reason)),
             Some(_) => {}
             None => {
-                warn!(sink = name, id = %r.id, "the sink refused a sample that is not in the batch; ignored")
+                warn!(sink = name, id = %r.id, "the sink refused an item that is not in the batch; ignored")
             }
         }
     }

@@ -106,6 +106,20 @@ impl Outbox {
         rows.map(|r| r.map_err(anyhow::Error::from)).collect()
     }
 
+    /// Records that `sink` refused alarm events for their content (as the
+    /// sink's last error, class `rejected`, and in its error count); the
+    /// cursor is moved by [`Outbox::ack_alarms`].
+    pub fn note_alarms_refused(&mut self, sink: &str, reason: &str) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO sinks (name, last_error, last_error_class, last_error_us) \
+             VALUES (?1, ?2, 'rejected', ?3) ON CONFLICT (name) DO UPDATE SET \
+             last_error = excluded.last_error, last_error_class = 'rejected', \
+             last_error_us = excluded.last_error_us",
+            params![sink, reason, super::now_us()],
+        )?;
+        self.count_error(sink, "rejected", 1)
+    }
+
     /// Records that `sink` received every alarm event up to `seq`.
     pub fn ack_alarms(&mut self, sink: &str, seq: i64) -> anyhow::Result<()> {
         self.conn.execute(

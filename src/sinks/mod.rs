@@ -224,7 +224,9 @@ pub enum SinkError {
     },
     /// The sink refused these samples of the batch for their content, and
     /// durably accepted every other sample of it. The forwarder records just
-    /// these as refused, acks the rest, and moves on. A sink that cannot tell
+    /// these as refused, acks the rest, and moves on. From
+    /// [`Sink::send_alarms`] it names alarm events the same way (by
+    /// [`Published::id`](crate::alarms::Published)). A sink that cannot tell
     /// which samples it refused must not use this (it answers
     /// [`SinkError::Rejected`] for the whole batch, or a transient error).
     #[error("{} sample(s) refused: {}", refused.len(), refused.first().map(|r| r.reason.as_str()).unwrap_or(""))]
@@ -234,10 +236,10 @@ pub enum SinkError {
     },
 }
 
-/// One sample a sink refused, and why.
+/// One sample (or alarm event) a sink refused, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// The refused sample's [`Sample::id`].
+    /// The refused sample's [`Sample::id`] (or alarm event's id).
     pub id: uuid::Uuid,
     /// The sink's reason, for the log and `status` (never a secret).
     pub reason: String,

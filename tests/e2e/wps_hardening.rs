@@ -2,7 +2,8 @@
 //! built binary against the fake service (issue 9): a sink configured wrongly
 //! never stops sampling; `Retry-After: 0` never makes a tight loop; hub and
 //! group names follow the service's rules; `http://` only to loopback; a new
-//! sink can start from now; one refused message refuses only its own samples.
+//! sink can start from now; one refused message refuses only its own samples,
+//! one refused alarm event only itself.
 
 use std::time::Duration;
 
@@ -308,6 +309,49 @@ async fn a_refused_message_refuses_only_its_own_samples() {
     srv.inject(Fault::BadRequest, sizes.len());
     let e = sink.send(&samples).await.unwrap_err();
     assert!(matches!(e, SinkError::Rejected { .. }), "{e:?}");
+}
+
+/// The alarm messages the fake service accepted, as `state alarm role`.
+fn alarm_messages(srv: &TestServer) -> Vec<String> {
+    srv.accepted_messages()
+        .iter()
+        .filter(|m| m["type"] == "hxlog.alarm")
+        .map(|m| format!("{} {} {}", m["state"], m["alarm"], m["role"]).replace('"', ""))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_alarm_event_refuses_only_itself() {
+    let srv = server().await;
+    // mock temperatures are far below 1000 °C: one sample raises three alarms
+    let below = json!({"min": 1000.0});
+    let l = Logger::new(json!({
+        "alarms": {"roles": {"T1": below, "T2": below, "T3": below}}
+    }));
+    write_secrets(&l, &srv.connection_string(), None);
+    l.ok(&["sample"]);
+    // the second alarm message is refused; the first and third are published
+    srv.inject(Fault::Delay(Duration::ZERO), 1);
+    srv.inject(Fault::BadRequest, 1);
+    let out = l.ok(&["replay", "--give-up-after", "20s"]);
+    assert_eq!(
+        alarm_messages(&srv),
+        ["raised min T1", "raised min T3"],
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("sink refused an alarm event") && stderr(&out).contains("role=T2"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(srv.refusals().len(), 1, "{:?}", srv.refusals());
+    assert_eq!(srv.accepted_ids().len(), 1, "the sample went too");
+    assert_eq!(l.sink("webpubsub")["last_error_class"], "rejected");
+    // the cursor is past all three: nothing is sent again, nothing is pending
+    let requests = srv.request_count();
+    l.ok(&["replay", "--give-up-after", "20s"]);
+    assert_eq!(srv.request_count(), requests);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -445,14 +445,37 @@ impl Sink for WebPubSubSink {
         true
     }
 
-    /// One `hxlog.alarm` message per event, in order; the first failure
-    /// stops and is returned (the forwarder sends from that event again).
+    /// One `hxlog.alarm` message per event, in order. An event the service
+    /// refuses (400, 413) refuses only itself: the later events are still
+    /// sent, and the refusal is returned once they all went through
+    /// ([`SinkError::RejectedSamples`] naming the refused events' ids, or
+    /// [`SinkError::Rejected`] when every event was refused). Any other
+    /// failure stops at once and is returned as is: the forwarder sends the
+    /// events again from the first, and subscribers deduplicate on the id.
     async fn send_alarms(&mut self, alarms: &[crate::alarms::Published]) -> Result<(), SinkError> {
+        let mut refused: Vec<Refusal> = vec![];
+        let mut reason = None;
         for a in alarms {
-            let status = self.send_message(message::alarm_message(a)).await?;
-            debug!(sink = "webpubsub", status = status.as_u16(), alarm = %a.event.key.alarm, role = %a.event.key.role, "alarm published");
+            match self.send_message(message::alarm_message(a)).await {
+                Ok(status) => {
+                    debug!(sink = "webpubsub", status = status.as_u16(), alarm = %a.event.key.alarm, role = %a.event.key.role, "alarm published")
+                }
+                Err(SinkError::Rejected { message }) => {
+                    debug!(sink = "webpubsub", error = %message, alarm = %a.event.key.alarm, role = %a.event.key.role, "alarm refused");
+                    refused.push(Refusal {
+                        id: a.id,
+                        reason: message.clone(),
+                    });
+                    reason.get_or_insert(message);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        match reason {
+            None => Ok(()),
+            Some(message) if refused.len() == alarms.len() => Err(SinkError::Rejected { message }),
+            Some(_) => Err(SinkError::RejectedSamples { refused }),
+        }
     }
 
     /// Sends every message of the batch. A message the service refuses (400,
