@@ -158,7 +158,10 @@ impl Evaluator {
             let message = if key.role.is_empty() || sample.reading(&key.role).is_some() {
                 format!("{name}: its rule was removed from the config")
             } else {
-                format!("{name}: {} is no longer read (removed from the config)", key.role)
+                format!(
+                    "{name}: {} is no longer read (removed from the config)",
+                    key.role
+                )
             };
             self.set(&mut out, key, false, sample.taken_at, None, None, message);
         }
@@ -168,7 +171,13 @@ impl Evaluator {
     /// Whether a rule still decides `key` for samples like `sample`.
     fn covers(&self, key: &AlarmKey, sample: &Sample) -> bool {
         let read = || sample.reading(&key.role).is_some();
-        let limits = || self.settings.roles.get(&key.role).copied().unwrap_or_default();
+        let limits = || {
+            self.settings
+                .roles
+                .get(&key.role)
+                .copied()
+                .unwrap_or_default()
+        };
         match key.alarm.as_str() {
             "missing" => self.settings.missing_for > 0 && read(),
             "max" => limits().max.is_some() && read(),
@@ -420,7 +429,13 @@ mod tests {
         let cleared: Vec<(String, bool, String)> = ev
             .retire_uncovered(&sample(Some(85.0)))
             .into_iter()
-            .map(|e| (format!("{} {}", e.key.alarm, e.key.role), e.raised, e.message))
+            .map(|e| {
+                (
+                    format!("{} {}", e.key.alarm, e.key.role),
+                    e.raised,
+                    e.message,
+                )
+            })
             .collect();
         assert_eq!(
             cleared,

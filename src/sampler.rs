@@ -321,6 +321,9 @@ pub struct LoopOptions {
     pub retention: Duration,
     /// Configured sinks (pruning needs all of them to have delivered).
     pub sinks: Vec<&'static str>,
+    /// Those of them that publish alarm events (pruning alarm events needs
+    /// all of these to have received them).
+    pub alarm_sinks: Vec<&'static str>,
 }
 
 /// Samples every `interval` until shutdown. Pets the systemd watchdog while
@@ -348,10 +351,14 @@ pub async fn run_loop(mut sampler: Sampler, opts: LoopOptions) -> anyhow::Result
                     warn!(retention = ?opts.retention, "retention reaches before year -9999; nothing pruned");
                     continue;
                 };
-                let sinks = opts.sinks.clone();
-                match sampler.outbox.call(move |o| o.prune(cutoff, &sinks)).await {
-                    Ok(0) => {}
-                    Ok(n) => info!(pruned = n, "pruned delivered samples past the retention"),
+                let (sinks, alarm_sinks) = (opts.sinks.clone(), opts.alarm_sinks.clone());
+                let pruned = sampler
+                    .outbox
+                    .call(move |o| Ok((o.prune(cutoff, &sinks)?, o.prune_alarms(cutoff, &sinks, &alarm_sinks)?)))
+                    .await;
+                match pruned {
+                    Ok((0, 0)) => {}
+                    Ok((n, a)) => info!(pruned = n, alarm_events = a, "pruned delivered samples and alarm events past the retention"),
                     Err(e) => warn!(error = %format!("{e:#}"), "pruning failed"),
                 }
             }
@@ -461,19 +468,31 @@ mod tests {
                     .await
                     .unwrap()
                     .into_iter()
-                    .map(|e| format!("{}{}", if e.event.raised { "+" } else { "-" }, e.event.key.alarm))
+                    .map(|e| {
+                        format!(
+                            "{}{}",
+                            if e.event.raised { "+" } else { "-" },
+                            e.event.key.alarm
+                        )
+                    })
                     .collect::<Vec<_>>()
             }
         };
         sampler.check_alarms(t1(70.0)).await;
         // the outbox cannot store alarm events: raised, then cleared, both held
-        shared.call(|o| o.fail_alarm_inserts_for_tests(true)).await.unwrap();
+        shared
+            .call(|o| o.fail_alarm_inserts_for_tests(true))
+            .await
+            .unwrap();
         sampler.check_alarms(t1(85.0)).await;
         sampler.check_alarms(t1(70.0)).await;
         assert_eq!(sampler.unstored_alarms(), 2);
         assert!(stored(&shared).await.is_empty());
         // it can again: the held events go first, in order, then the new one
-        shared.call(|o| o.fail_alarm_inserts_for_tests(false)).await.unwrap();
+        shared
+            .call(|o| o.fail_alarm_inserts_for_tests(false))
+            .await
+            .unwrap();
         sampler.check_alarms(t1(90.0)).await;
         assert_eq!(sampler.unstored_alarms(), 0);
         assert_eq!(stored(&shared).await, ["+max", "-max", "+max"]);

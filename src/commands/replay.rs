@@ -94,14 +94,16 @@ pub async fn resend(
     replay.finish("re-sent").await
 }
 
-/// Starts `sink` from now: moves its cursor past every sample stored so far,
-/// sending none of them (they stay in the outbox for `export` and `--since`).
+/// Starts `sink` from now: moves its cursors past every sample and alarm
+/// event stored so far, sending none of them (they stay in the outbox for
+/// `export` and `--since`; the dashboard and `status` still show the alarms).
 pub fn skip_to_now(config: &Config, sink: SinkName) -> anyhow::Result<ExitCode> {
     let mut outbox = Outbox::open_existing(&config.outbox_path())?;
     let skipped = outbox.skip_to_newest(sink.as_str())?;
-    info!(sink = %sink, skipped, "cursor moved to the newest sample (replay --skip-to-now)");
+    info!(sink = %sink, skipped = skipped.samples, skipped_alarm_events = skipped.alarm_events, "cursor moved to the newest sample and alarm event (replay --skip-to-now)");
     println!(
-        "{sink}: skipped {skipped} samples; it starts with the next sample taken (the skipped ones stay in the outbox: `hxlog replay --sink {sink} --since WHEN` sends a window of them)"
+        "{sink}: skipped {} samples and {} alarm events; it starts with the next sample taken and the next alarm raised or cleared (the skipped samples stay in the outbox: `hxlog replay --sink {sink} --since WHEN` sends a window of them)",
+        skipped.samples, skipped.alarm_events
     );
     Ok(ExitCode::SUCCESS)
 }

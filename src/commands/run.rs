@@ -17,7 +17,7 @@ use crate::outbox::{Outbox, SharedOutbox};
 use crate::sample::Source;
 use crate::sampler::{LoopOptions, Sampler, run_loop};
 use crate::sensors::Sensors;
-use crate::sinks::{self, AnySink, Sink};
+use crate::sinks::{self, AnySink, Sink, SinkName};
 
 /// What to do when another process holds one of `run`'s locks.
 const RUN_HINT: &str = "stop it before starting another (systemctl stop hxlog; in timer mode systemctl stop hxlog-sample.timer hxlog-replay.timer; a manual replay ends by itself), or give this one its own data_dir";
@@ -97,6 +97,11 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
             shutdown: shutdown.clone(),
             wakes,
             retention: config.retention,
+            alarm_sinks: SinkName::ALL
+                .into_iter()
+                .filter(|n| n.publishes_alarms() && kept_for.contains(&n.as_str()))
+                .map(SinkName::as_str)
+                .collect(),
             sinks: kept_for,
         },
     )

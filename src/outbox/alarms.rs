@@ -2,10 +2,14 @@
 //! happen, read as state (the newest event per alarm) by the dashboard,
 //! `status` and `/metrics`, and delivered to a sink through its own cursor
 //! (`sinks.alarm_seq`), so an alarm raised during an outage is sent later, in
-//! order, and never lost.
+//! order, and never lost. A new sink's cursor is 0: it receives every event
+//! still kept, oldest first (`skip_to_newest` starts it after the newest).
+//! Pruning (`prune_alarms`) deletes the events every alarm-publishing sink
+//! received once they are older than the retention, but never the newest
+//! event of an alarm: the state.
 
 use jiff::Timestamp;
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use uuid::Uuid;
 
 use super::{Outbox, ts};
@@ -106,6 +110,39 @@ impl Outbox {
         rows.map(|r| r.map_err(anyhow::Error::from)).collect()
     }
 
+    /// Deletes alarm events taken before `cutoff` that every sink in
+    /// `alarm_sinks` (the configured sinks that publish alarms) has received,
+    /// always keeping the newest event of each alarm: it is the alarm's state,
+    /// so an active alarm survives restarts and a new sink still learns it.
+    /// With no sink configured at all (`sinks` empty) nothing is deleted, as
+    /// for samples: the outbox is then the only copy. Returns the number deleted.
+    pub fn prune_alarms(
+        &mut self,
+        cutoff: Timestamp,
+        sinks: &[&str],
+        alarm_sinks: &[&str],
+    ) -> anyhow::Result<usize> {
+        if sinks.is_empty() {
+            return Ok(0);
+        }
+        let mut delivered = i64::MAX;
+        for s in alarm_sinks {
+            let seq: Option<i64> = self
+                .conn
+                .query_row("SELECT alarm_seq FROM sinks WHERE name = ?1", [s], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            delivered = delivered.min(seq.unwrap_or(0));
+        }
+        let n = self.conn.execute(
+            "DELETE FROM alarm_events WHERE seq <= ?1 AND at_us < ?2 \
+             AND seq NOT IN (SELECT max(seq) FROM alarm_events GROUP BY alarm, role)",
+            params![delivered, cutoff.as_microsecond()],
+        )?;
+        Ok(n)
+    }
+
     /// Records that `sink` refused alarm events for their content (as the
     /// sink's last error, class `rejected`, and in its error count); the
     /// cursor is moved by [`Outbox::ack_alarms`].
@@ -149,6 +186,89 @@ mod tests {
             threshold: None,
             message: format!("{alarm} {raised}"),
         }
+    }
+
+    fn at(e: Event, role: &str, at: Timestamp) -> Event {
+        Event {
+            key: AlarmKey {
+                role: role.into(),
+                ..e.key
+            },
+            at,
+            ..e
+        }
+    }
+
+    fn keys(events: Vec<StoredEvent>) -> Vec<String> {
+        events
+            .into_iter()
+            .map(|e| {
+                let sign = if e.event.raised { "+" } else { "-" };
+                format!("{sign}{} {}", e.event.key.alarm, e.event.key.role)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_event_of_each_alarm_and_what_a_sink_has_not_received() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(&dir.path().join("o.sqlite"), Synchronous::Full).unwrap();
+        let old = Timestamp::UNIX_EPOCH;
+        let now = Timestamp::now();
+        let cutoff = now
+            .checked_sub(jiff::SignedDuration::from_hours(24))
+            .unwrap();
+        o.record_alarms(
+            "hx",
+            &[
+                at(event("max", true), "T1", old),
+                at(event("max", false), "T1", old),
+                at(event("max", true), "T1", old),
+                at(event("missing", true), "T2", old),
+                at(event("missing", false), "T2", old),
+                at(event("min", true), "T3", now),
+            ],
+        )
+        .unwrap();
+        let all = o.pending_alarms("webpubsub", 100).unwrap();
+        let sinks = ["postgres", "webpubsub"];
+        // no sink at all, or the alarm sink has received nothing: nothing goes
+        assert_eq!(o.prune_alarms(cutoff, &[], &[]).unwrap(), 0);
+        assert_eq!(o.prune_alarms(cutoff, &sinks, &["webpubsub"]).unwrap(), 0);
+        // received up to "+missing T2": the older events of each alarm go,
+        // the newest of each stays, and so does everything not received yet
+        o.ack_alarms("webpubsub", all[3].seq).unwrap();
+        assert_eq!(o.prune_alarms(cutoff, &sinks, &["webpubsub"]).unwrap(), 3);
+        assert_eq!(
+            keys(o.pending_alarms("new-sink", 100).unwrap()),
+            ["+max T1", "-missing T2", "+min T3"]
+        );
+        // received everything: the newest of each alarm still stays (the
+        // state: an active alarm survives a restart)
+        o.ack_alarms("webpubsub", all[5].seq).unwrap();
+        assert_eq!(o.prune_alarms(cutoff, &sinks, &["webpubsub"]).unwrap(), 0);
+        assert_eq!(keys(o.active_alarms().unwrap()), ["+max T1", "+min T3"]);
+        // a sink that publishes no alarms (postgres) holds nothing back
+        assert_eq!(o.prune_alarms(now, &sinks, &[]).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_sink_started_from_now_skips_the_alarm_events_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(&dir.path().join("o.sqlite"), Synchronous::Full).unwrap();
+        o.record_alarms("hx", &[event("max", true), event("missing", true)])
+            .unwrap();
+        let skipped = o.skip_to_newest("webpubsub").unwrap();
+        assert_eq!((skipped.samples, skipped.alarm_events), (0, 2));
+        assert!(o.pending_alarms("webpubsub", 10).unwrap().is_empty());
+        o.record_alarms("hx", &[event("max", false)]).unwrap();
+        assert_eq!(
+            keys(o.pending_alarms("webpubsub", 10).unwrap()),
+            ["-max T1"]
+        );
+        // a sink registered the usual way starts at the oldest event kept
+        o.register_sinks(&["other"]).unwrap();
+        assert_eq!(o.pending_alarms("other", 10).unwrap().len(), 3);
     }
 
     #[test]

@@ -114,6 +114,15 @@ pub struct Hold {
     pub boottime_after_us: i64,
 }
 
+/// What [`Outbox::skip_to_newest`] skipped for a sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skipped {
+    /// Samples that were pending.
+    pub samples: u64,
+    /// Alarm events that were pending.
+    pub alarm_events: u64,
+}
+
 /// The anchor kept for one boot, and when it was first seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredAnchor {
@@ -293,7 +302,8 @@ impl Outbox {
     }
 
     /// Makes sure a cursor row exists for each sink. A new sink starts from the
-    /// oldest sample stored ([`Outbox::skip_to_newest`] starts it from now).
+    /// oldest sample stored and the oldest alarm event kept
+    /// ([`Outbox::skip_to_newest`] starts it from now).
     pub fn register_sinks(&mut self, names: &[&str]) -> anyhow::Result<()> {
         for name in names {
             self.conn
@@ -464,25 +474,32 @@ impl Outbox {
         Ok(())
     }
 
-    /// Moves `sink`'s cursor to the newest sample without delivering anything
-    /// (a sink that should start from now); returns how many samples were
-    /// pending for it. A cursor never moves back.
-    pub fn skip_to_newest(&mut self, sink: &str) -> anyhow::Result<u64> {
+    /// Moves `sink`'s cursors to the newest sample and the newest alarm event
+    /// without delivering anything (a sink that should start from now);
+    /// returns how many of each were pending for it. A cursor never moves back.
+    pub fn skip_to_newest(&mut self, sink: &str) -> anyhow::Result<Skipped> {
         let tx = self.conn.transaction()?;
-        let skipped: i64 = tx.query_row(
-            "SELECT count(*) FROM samples WHERE seq > \
-             (SELECT coalesce((SELECT delivered_seq FROM sinks WHERE name = ?1), 0))",
+        let (samples, alarm_events): (i64, i64) = tx.query_row(
+            "SELECT (SELECT count(*) FROM samples WHERE seq > \
+             (SELECT coalesce((SELECT delivered_seq FROM sinks WHERE name = ?1), 0))), \
+             (SELECT count(*) FROM alarm_events WHERE seq > \
+             (SELECT coalesce((SELECT alarm_seq FROM sinks WHERE name = ?1), 0)))",
             [sink],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         tx.execute(
-            "INSERT INTO sinks (name, delivered_seq) \
-             VALUES (?1, (SELECT coalesce(max(seq), 0) FROM samples)) \
-             ON CONFLICT (name) DO UPDATE SET delivered_seq = max(delivered_seq, excluded.delivered_seq)",
+            "INSERT INTO sinks (name, delivered_seq, alarm_seq) \
+             VALUES (?1, (SELECT coalesce(max(seq), 0) FROM samples), \
+             (SELECT coalesce(max(seq), 0) FROM alarm_events)) \
+             ON CONFLICT (name) DO UPDATE SET delivered_seq = max(delivered_seq, excluded.delivered_seq), \
+             alarm_seq = max(alarm_seq, excluded.alarm_seq)",
             [sink],
         )?;
         tx.commit()?;
-        Ok(skipped as u64)
+        Ok(Skipped {
+            samples: samples as u64,
+            alarm_events: alarm_events as u64,
+        })
     }
 
     /// Records a successful re-send (`replay --since`) without moving the cursor.

@@ -39,6 +39,16 @@ impl SinkName {
         }
     }
 
+    /// Whether this sink publishes alarm events (the same answer as its
+    /// [`Sink::publishes_alarms`]), known without building it: pruning waits
+    /// for such a sink even while it is configured wrongly.
+    pub fn publishes_alarms(self) -> bool {
+        match self {
+            SinkName::Postgres => false,
+            SinkName::Webpubsub => true,
+        }
+    }
+
     /// Whether `secrets` configures this sink (its keys are present), without
     /// validating or building it.
     pub fn is_configured(self, secrets: &Secrets) -> bool {

@@ -634,9 +634,15 @@ async fn an_alarm_whose_rule_was_removed_is_cleared_and_published() {
         "{out}"
     );
     let status = s.run(&["status"]);
-    assert!(status.ok().stdout.contains("alarms:   none active"), "{status}");
+    assert!(
+        status.ok().stdout.contains("alarms:   none active"),
+        "{status}"
+    );
     let out = s.run(&["sample"]);
-    assert!(!out.ok().stderr.contains("alarm cleared"), "cleared once: {out}");
+    assert!(
+        !out.ok().stderr.contains("alarm cleared"),
+        "cleared once: {out}"
+    );
     // the clear is published like any other
     s.run(&["replay", "--give-up-after", "20s"]).ok();
     assert_eq!(

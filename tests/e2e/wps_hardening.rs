@@ -206,8 +206,10 @@ async fn http_only_to_loopback_and_the_proxy_variables_are_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_sink_starts_from_the_oldest_sample_or_from_now() {
     let srv = server().await;
-    let l = Logger::new(json!({}));
-    l.ok(&["simulate", "--count", "50", "--interval", "1m"]);
+    // T1 is always below 1000 °C: the one `sample` raises an alarm
+    let l = Logger::new(json!({"alarms": {"roles": {"T1": {"min": 1000.0}}}}));
+    l.ok(&["simulate", "--count", "49", "--interval", "1m"]);
+    l.ok(&["sample"]);
     write_secrets(&l, &srv.connection_string(), None);
     let text = String::from_utf8(l.ok(&["status"]).stdout).unwrap();
     assert!(
@@ -228,17 +230,24 @@ async fn a_new_sink_starts_from_the_oldest_sample_or_from_now() {
 
     let out = l.ok(&["replay", "--sink", "webpubsub", "--skip-to-now"]);
     let said = String::from_utf8(out.stdout).unwrap();
-    assert!(said.contains("skipped 50 samples"), "{said}");
+    assert!(
+        said.contains("skipped 50 samples and 1 alarm events"),
+        "{said}"
+    );
     assert_eq!(srv.request_count(), requests, "skipping sends nothing");
     assert_eq!(sink_pending(&l), 0);
     let text = String::from_utf8(l.ok(&["status"]).stdout).unwrap();
     assert!(!text.contains("new sink"), "{text}");
 
-    // the next samples go out, the skipped ones stay in the outbox
+    // the next samples go out, the skipped ones stay in the outbox; the
+    // skipped alarm event is not published (status still shows the alarm)
     l.ok(&["simulate", "--count", "3"]);
     l.ok(&["replay"]);
     assert_eq!(srv.accepted_ids().len(), 3);
+    assert_eq!(alarm_messages(&srv), Vec::<String>::new());
     assert_eq!(l.samples(), 53);
+    let text = String::from_utf8(l.ok(&["status"]).stdout).unwrap();
+    assert!(text.contains("alarm:    min T1"), "{text}");
 }
 
 fn sink_pending(l: &Logger) -> u64 {
