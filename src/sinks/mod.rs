@@ -353,6 +353,17 @@ mod tests {
     }
 
     #[test]
+    fn a_sink_name_knows_whether_its_sink_publishes_alarms() {
+        let wps = "Endpoint=https://x.webpubsub.azure.com;AccessKey=a2V5;Version=1.0;";
+        let built = build(&config(), &secrets(true, Some(wps)), None);
+        assert_eq!(built.sinks.len(), SinkName::ALL.len());
+        for (name, sink) in SinkName::ALL.into_iter().zip(&built.sinks) {
+            assert_eq!(sink.name(), name.as_str());
+            assert_eq!(sink.publishes_alarms(), name.publishes_alarms(), "{name}");
+        }
+    }
+
+    #[test]
     fn error_chain_joins_every_source() {
         #[derive(Debug, thiserror::Error)]
         #[error("sending")]

@@ -3,7 +3,7 @@
 //! never stops sampling; `Retry-After: 0` never makes a tight loop; hub and
 //! group names follow the service's rules; `http://` only to loopback; a new
 //! sink can start from now; one refused message refuses only its own samples,
-//! one refused alarm event only itself.
+//! one refused alarm event only itself (the sink names it; the forwarder skips only it).
 
 use std::time::Duration;
 
@@ -327,6 +327,55 @@ fn alarm_messages(srv: &TestServer) -> Vec<String> {
         .filter(|m| m["type"] == "hxlog.alarm")
         .map(|m| format!("{} {} {}", m["state"], m["alarm"], m["role"]).replace('"', ""))
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_names_a_refused_alarm_event_and_an_outage_wins() {
+    use hxlog::alarms::{AlarmKey, Event, Published};
+    use hxlog::sinks::webpubsub::{ConnectionString, WebPubSubSettings, WebPubSubSink};
+    use hxlog::sinks::{Sink, SinkError};
+    let srv = server().await;
+    let conn = ConnectionString::parse(&srv.connection_string()).unwrap();
+    let mut sink = WebPubSubSink::new(conn, WebPubSubSettings::default()).unwrap();
+    let alarms: Vec<Published> = ["T1", "T2", "T3"]
+        .into_iter()
+        .map(|role| Published {
+            id: uuid::Uuid::now_v7(),
+            device_id: "hx-01".into(),
+            event: Event {
+                key: AlarmKey {
+                    alarm: "max".into(),
+                    role: role.into(),
+                },
+                raised: true,
+                at: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+                value: Some(90.0),
+                threshold: Some(80.0),
+                message: format!("{role} above 80 °C: 90.000 °C"),
+            },
+        })
+        .collect();
+    // the second is refused: only it is named, the third is still sent
+    srv.inject(Fault::Delay(Duration::ZERO), 1);
+    srv.inject(Fault::BadRequest, 1);
+    let SinkError::RejectedSamples { refused } = sink.send_alarms(&alarms).await.unwrap_err()
+    else {
+        panic!("not RejectedSamples")
+    };
+    assert_eq!(
+        refused.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [alarms[1].id]
+    );
+    assert_eq!(alarm_messages(&srv), ["raised max T1", "raised max T3"]);
+    // a refusal followed by an outage: the outage wins (all are sent again)
+    srv.inject(Fault::BadRequest, 1);
+    srv.inject(Fault::Unavailable, 1);
+    let e = sink.send_alarms(&alarms).await.unwrap_err();
+    assert_eq!(e.class(), "transient", "{e}");
+    // every one refused: the whole batch is
+    srv.inject(Fault::BadRequest, alarms.len());
+    let e = sink.send_alarms(&alarms).await.unwrap_err();
+    assert!(matches!(e, SinkError::Rejected { .. }), "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
