@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{ApiError, CancelOnDrop, Ctx, Stop, read_error};
-use crate::outbox::Stored;
+use crate::outbox::{Outbox, Stored};
 use crate::output::{csv_header, csv_row, sample_json};
 use crate::when::parse_when;
 
@@ -34,6 +34,9 @@ pub const MAX_CSV_ROWS: u64 = 100_000;
 pub const CSV_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes of CSV per chunk of the body.
 const CSV_CHUNK: usize = 64 * 1024;
+/// Rows of one page of an HTTP scan (`Outbox::for_each_in_window` reads
+/// 10,000): a scan holds one page in memory.
+const SCAN_PAGE: usize = 1000;
 /// Chunks queued between the scan and the connection; the scan waits when
 /// the client reads slower (memory per download: about 5 × [`CSV_CHUNK`]).
 const CSV_QUEUE: usize = 4;
@@ -129,6 +132,29 @@ pub struct Series {
     pub max: Vec<Option<f64>>,
 }
 
+/// The samples of `[since, until)` in time order, as `hxlog export` reads
+/// them, a page of [`SCAN_PAGE`] at a time; gives up at `stop`.
+fn scan(
+    outbox: &Outbox,
+    since: Timestamp,
+    until: Timestamp,
+    stop: &Stop,
+    mut f: impl FnMut(&Stored) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut after = None;
+    loop {
+        let page = outbox.window(Some(since), Some(until), after, SCAN_PAGE)?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = Some((last.sample.taken_at.as_microsecond(), last.seq));
+        for s in &page {
+            stop.row()?;
+            f(s)?;
+        }
+    }
+}
+
 fn values(s: &Stored, roles: &[String]) -> Vec<Option<f64>> {
     let mut v: Vec<Option<f64>> = roles.iter().map(|r| s.sample.celsius(r)).collect();
     v.push(s.sample.efficiency.effectiveness);
@@ -138,7 +164,7 @@ fn values(s: &Stored, roles: &[String]) -> Vec<Option<f64>> {
 /// Downsamples `[since, until)` of `outbox` (see [`Downsampled`]); gives up
 /// with [`super::TimedOut`] at `stop`.
 pub fn downsample(
-    outbox: &crate::outbox::Outbox,
+    outbox: &Outbox,
     roles: &[String],
     since: Timestamp,
     until: Timestamp,
@@ -155,8 +181,7 @@ pub fn downsample(
     let span = (until.as_microsecond() - since.as_microsecond()) as f64;
     let width_us = span / buckets as f64;
     let mut current: Option<usize> = None;
-    outbox.for_each_in_window(Some(since), Some(until), |s| {
-        stop.row()?;
+    scan(outbox, since, until, stop, |s| {
         let us = s.sample.taken_at.as_microsecond();
         let point = if raw {
             t.push(us as f64 / 1e6);
@@ -296,8 +321,7 @@ pub async fn export_csv(
             deadline: deadline.into(),
         });
         w.write_record(csv_header(roles))?;
-        o.for_each_in_window(Some(since), Some(until), |s| {
-            stop.row()?;
+        scan(o, since, until, stop, |s| {
             w.write_record(csv_row(s, roles))?;
             Ok(())
         })?;
