@@ -198,12 +198,12 @@ impl Ctx {
         }
     }
 
-    /// The same with `timeout` for every request and CSV download.
+    /// The same with other timeouts for a request and a CSV download.
     #[cfg(test)]
-    fn with_timeout(self, timeout: Duration) -> Self {
+    fn with_timeouts(self, timeout: Duration, csv_timeout: Duration) -> Self {
         Ctx {
             timeout,
-            csv_timeout: timeout,
+            csv_timeout,
             ..self
         }
     }
@@ -484,6 +484,52 @@ mod tests {
         f()
     }
 
+    async fn serving(
+        ctx: &Arc<Ctx>,
+    ) -> (
+        SocketAddr,
+        CancellationToken,
+        JoinHandle<anyhow::Result<()>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve_app(listener, router(ctx.clone()), shutdown.clone()));
+        (addr, shutdown, server)
+    }
+
+    /// A download past its deadline must not look complete: hyper cuts the
+    /// connection without the final chunk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_csv_download_past_its_deadline_is_cut_without_its_last_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = outbox(dir.path());
+        let ctx = Arc::new(
+            Ctx::new(settings.clone())
+                .with_timeouts(Duration::from_secs(3600), Duration::from_millis(1)),
+        );
+        let (addr, shutdown, server) = serving(&ctx).await;
+        let raw =
+            String::from_utf8_lossy(&get(addr, "/api/export.csv?since=30d").await).into_owned();
+        // cut before the head went out or after it, never with the final chunk
+        assert!(raw.is_empty() || raw.starts_with("HTTP/1.1 200"), "{raw}");
+        assert!(
+            !raw.ends_with("0\r\n\r\n"),
+            "a cut download ends like a whole one: {raw}"
+        );
+        let whole = Arc::new(Ctx::new(settings));
+        let (addr2, shutdown2, server2) = serving(&whole).await;
+        let raw = get(addr2, "/api/export.csv?since=30d").await;
+        assert!(
+            raw.ends_with(b"\r\n0\r\n\r\n"),
+            "the whole download ends with its last chunk"
+        );
+        for (s, t) in [(shutdown, server), (shutdown2, server2)] {
+            s.cancel();
+            t.await.unwrap().unwrap();
+        }
+    }
+
     #[test]
     fn a_scan_past_its_deadline_stops_with_a_timeout() {
         let dir = tempfile::tempdir().unwrap();
@@ -513,11 +559,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_timed_out_request_stops_its_outbox_scan() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = Arc::new(Ctx::new(outbox(dir.path())).with_timeout(Duration::from_millis(1)));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve_app(listener, router(ctx.clone()), shutdown.clone()));
+        let tiny = Duration::from_millis(1);
+        let ctx = Arc::new(Ctx::new(outbox(dir.path())).with_timeouts(tiny, tiny));
+        let (addr, shutdown, server) = serving(&ctx).await;
         for path in [
             "/api/samples?since=30d&max_points=5000",
             "/api/export.csv?since=30d",
