@@ -10,7 +10,8 @@
 //! streams its rows within [`api::CSV_TIMEOUT`]. At most [`MAX_CONNECTIONS`]
 //! connections are open at once (the next waits in the listen backlog), and a
 //! connection that sends no request head within [`HEADER_READ_TIMEOUT`] is
-//! closed, idle keep-alive ones too. Nothing here holds a lock the sampler or a forwarder waits on. It must not
+//! closed, idle keep-alive ones too; none lives past [`MAX_CONNECTION_AGE`]
+//! (a client that stops reading an answer). Nothing here holds a lock the sampler or a forwarder waits on. It must not
 //! write to the outbox or show a secret (it never sees one).
 
 use std::cell::Cell;
@@ -54,6 +55,9 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// Longest a connection may take to send a request head, also after an
 /// answer on a keep-alive connection; then it is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a connection lives: then it finishes its answer (within
+/// [`HEADER_READ_TIMEOUT`]) and is closed. Above [`api::CSV_TIMEOUT`].
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(120);
 /// Longest `serve` waits at shutdown for open connections to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -361,16 +365,37 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     info!(%addr, "serving the dashboard, /metrics, /healthz and /api (read-only)");
-    serve_app(listener, router(Arc::new(Ctx::new(settings))), shutdown).await
+    let limits = Limits {
+        open: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        max_age: MAX_CONNECTION_AGE,
+    };
+    serve_app(
+        listener,
+        router(Arc::new(Ctx::new(settings))),
+        limits,
+        shutdown,
+    )
+    .await
+}
+
+/// How [`serve_app`] bounds its connections.
+#[derive(Debug, Clone)]
+struct Limits {
+    /// A permit per open connection ([`MAX_CONNECTIONS`]).
+    open: Arc<Semaphore>,
+    /// [`MAX_CONNECTION_AGE`], shorter in tests.
+    max_age: Duration,
 }
 
 /// Serves `app` on `listener` until `shutdown` (see [`serve`]).
 async fn serve_app(
     listener: TcpListener,
     app: Router,
+    limits: Limits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let open = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open = limits.open.clone();
+    let size = open.available_permits() as u32;
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -388,22 +413,29 @@ async fn serve_app(
                 }
             },
         };
-        tokio::spawn(connection(stream, app.clone(), permit, shutdown.clone()));
+        tokio::spawn(connection(
+            stream,
+            app.clone(),
+            permit,
+            limits.max_age,
+            shutdown.clone(),
+        ));
     }
     // every open connection holds a permit until it ends
-    let drained =
-        tokio::time::timeout(SHUTDOWN_GRACE, open.acquire_many(MAX_CONNECTIONS as u32)).await;
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, open.acquire_many(size)).await;
     if drained.is_err() {
         debug!("dashboard connections still open at shutdown");
     }
     Ok(())
 }
 
-/// Serves one connection, holding `permit` until it ends.
+/// Serves one connection, holding `permit` until it ends, at most `max_age`
+/// and then [`HEADER_READ_TIMEOUT`] to finish its answer.
 async fn connection(
     stream: tokio::net::TcpStream,
     app: Router,
     permit: OwnedSemaphorePermit,
+    max_age: Duration,
     shutdown: CancellationToken,
 ) {
     let _permit = permit;
@@ -413,15 +445,22 @@ async fn connection(
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
     );
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                debug!(error = %e, "dashboard connection ended");
+            }
+            return;
         }
-    };
-    if let Err(e) = result {
-        debug!(error = %e, "dashboard connection ended");
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(max_age) => {}
+    }
+    // shutdown or too old: finish the answer in flight, then close
+    conn.as_mut().graceful_shutdown();
+    match tokio::time::timeout(HEADER_READ_TIMEOUT, conn).await {
+        Ok(Err(e)) => debug!(error = %e, "dashboard connection ended"),
+        Ok(Ok(())) => {}
+        Err(_) => debug!("closed a dashboard connection that did not finish its answer"),
     }
 }
 
@@ -494,7 +533,16 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve_app(listener, router(ctx.clone()), shutdown.clone()));
+        let limits = Limits {
+            open: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            max_age: MAX_CONNECTION_AGE,
+        };
+        let server = tokio::spawn(serve_app(
+            listener,
+            router(ctx.clone()),
+            limits,
+            shutdown.clone(),
+        ));
         (addr, shutdown, server)
     }
 
@@ -582,6 +630,47 @@ mod tests {
                 "{path}: the scan read all {scanned} rows after the timeout"
             );
         }
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+    }
+
+    /// A client that asks for a large CSV and never reads it holds its
+    /// connection (and its reader permit) no longer than the connection's
+    /// age limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stops_reading_loses_its_connection_at_the_age_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = Arc::new(Ctx::new(outbox(dir.path())));
+        let open = Arc::new(Semaphore::new(4));
+        let limits = Limits {
+            open: open.clone(),
+            max_age: Duration::from_millis(300),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve_app(
+            listener,
+            router(ctx.clone()),
+            limits,
+            shutdown.clone(),
+        ));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /api/export.csv?since=30d HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // the answer (10 MB) fills the socket buffers: hyper waits to write.
+        // Of 4 permits the accept loop holds one for the next connection.
+        assert!(wait_until(|| open.available_permits() == 2).await);
+        assert!(
+            wait_until(|| open.available_permits() == 3
+                && ctx.readers.available_permits() == MAX_IN_FLIGHT)
+            .await,
+            "a client that reads nothing kept its connection ({} of 3 connections, {} of {MAX_IN_FLIGHT} readers free)",
+            open.available_permits(),
+            ctx.readers.available_permits()
+        );
+        drop(s);
         shutdown.cancel();
         server.await.unwrap().unwrap();
     }
