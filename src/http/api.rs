@@ -34,6 +34,9 @@ pub const MAX_CSV_ROWS: u64 = 100_000;
 pub const CSV_TIMEOUT: Duration = Duration::from_secs(60);
 /// Bytes of CSV per chunk of the body.
 const CSV_CHUNK: usize = 64 * 1024;
+/// A chunk's buffer: room for the csv writer's last flush (8 KiB) past
+/// [`CSV_CHUNK`], so that it never grows (a `Bytes` keeps all its capacity).
+const CSV_CHUNK_CAPACITY: usize = CSV_CHUNK + 8 * 1024;
 /// Rows of one page of an HTTP scan (`Outbox::for_each_in_window` reads
 /// 10,000): a scan holds one page in memory.
 const SCAN_PAGE: usize = 1000;
@@ -315,7 +318,7 @@ pub async fn export_csv(
         }
         let roles = &ctx.settings.roles;
         let mut w = csv::Writer::from_writer(Chunks {
-            buf: Vec::with_capacity(CSV_CHUNK),
+            buf: Vec::with_capacity(CSV_CHUNK_CAPACITY),
             tx: chunks_tx,
             runtime,
             deadline: deadline.into(),
@@ -379,7 +382,7 @@ impl Chunks {
         }
         let chunk = Bytes::from(std::mem::replace(
             &mut self.buf,
-            Vec::with_capacity(CSV_CHUNK),
+            Vec::with_capacity(CSV_CHUNK_CAPACITY),
         ));
         let sent = self
             .runtime

@@ -11,8 +11,9 @@
 //! connections are open at once (the next waits in the listen backlog), and a
 //! connection that sends no request head within [`HEADER_READ_TIMEOUT`] is
 //! closed, idle keep-alive ones too; none lives past [`MAX_CONNECTION_AGE`]
-//! (a client that stops reading an answer). Nothing here holds a lock the sampler or a forwarder waits on. It must not
-//! write to the outbox or show a secret (it never sees one).
+//! (a client that stops reading an answer). Nothing here holds a lock the
+//! sampler or a forwarder waits on. It must not write to the outbox or show a
+//! secret (it never sees one).
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -84,8 +85,9 @@ pub struct Ctx {
     settings: Settings,
     started: Timestamp,
     tally: Mutex<metrics::Tally>,
-    /// Outbox reads on the blocking pool, at most [`MAX_IN_FLIGHT`] at once
-    /// even when timed-out requests leave their read running.
+    /// Outbox reads on the blocking pool, at most [`MAX_IN_FLIGHT`] at once;
+    /// a read keeps its permit until it ends, also past its request's
+    /// timeout (a scan then stops at its next row).
     readers: Arc<Semaphore>,
     /// [`REQUEST_TIMEOUT`], shorter in tests.
     timeout: Duration,
