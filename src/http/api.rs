@@ -1,20 +1,25 @@
 //! `GET /api/samples` (the chart's downsampled window), `GET /api/current`
 //! (the newest sample, health, sinks, alarms) and `GET /api/export.csv`
-//! (the window as `hxlog export` writes it). Every parameter is checked:
-//! a bad one is a 400 with a message; every answer is bounded.
+//! (the window as `hxlog export` writes it, streamed). Every parameter is
+//! checked: a bad one is a 400 with a message; every answer is bounded.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
-use super::{ApiError, Ctx};
-use crate::outbox::Stored;
+use super::{ApiError, CancelOnDrop, Ctx, Stop, read_error};
+use crate::outbox::{Outbox, Stored};
 use crate::output::{csv_header, csv_row, sample_json};
 use crate::when::parse_when;
 
@@ -24,6 +29,20 @@ pub const DEFAULT_POINTS: usize = 1000;
 pub const POINTS: std::ops::RangeInclusive<usize> = 2..=5000;
 /// Most rows of one CSV download.
 pub const MAX_CSV_ROWS: u64 = 100_000;
+/// Longest a CSV download may take, its transfer included; then the scan
+/// stops and the connection is cut (no final chunk: a client sees it short).
+pub const CSV_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes of CSV per chunk of the body.
+const CSV_CHUNK: usize = 64 * 1024;
+/// A chunk's buffer: room for the csv writer's last flush (8 KiB) past
+/// [`CSV_CHUNK`], so that it never grows (a `Bytes` keeps all its capacity).
+const CSV_CHUNK_CAPACITY: usize = CSV_CHUNK + 8 * 1024;
+/// Rows of one page of an HTTP scan (`Outbox::for_each_in_window` reads
+/// 10,000): a scan holds one page in memory.
+const SCAN_PAGE: usize = 1000;
+/// Chunks queued between the scan and the connection; the scan waits when
+/// the client reads slower (memory per download: about 5 × [`CSV_CHUNK`]).
+const CSV_QUEUE: usize = 4;
 
 type Params = Query<Vec<(String, String)>>;
 
@@ -116,20 +135,45 @@ pub struct Series {
     pub max: Vec<Option<f64>>,
 }
 
+/// The samples of `[since, until)` in time order, as `hxlog export` reads
+/// them, a page of [`SCAN_PAGE`] at a time; gives up at `stop`.
+fn scan(
+    outbox: &Outbox,
+    since: Timestamp,
+    until: Timestamp,
+    stop: &Stop,
+    mut f: impl FnMut(&Stored) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut after = None;
+    loop {
+        let page = outbox.window(Some(since), Some(until), after, SCAN_PAGE)?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = Some((last.sample.taken_at.as_microsecond(), last.seq));
+        for s in &page {
+            stop.row()?;
+            f(s)?;
+        }
+    }
+}
+
 fn values(s: &Stored, roles: &[String]) -> Vec<Option<f64>> {
     let mut v: Vec<Option<f64>> = roles.iter().map(|r| s.sample.celsius(r)).collect();
     v.push(s.sample.efficiency.effectiveness);
     v
 }
 
-/// Downsamples `[since, until)` of `outbox` (see [`Downsampled`]).
+/// Downsamples `[since, until)` of `outbox` (see [`Downsampled`]); gives up
+/// with [`super::TimedOut`] at `stop`.
 pub fn downsample(
-    outbox: &crate::outbox::Outbox,
+    outbox: &Outbox,
     roles: &[String],
     since: Timestamp,
     until: Timestamp,
     count: u64,
     buckets: usize,
+    stop: &Stop,
 ) -> anyhow::Result<Downsampled> {
     let n = roles.len() + 1;
     let mut names: Vec<String> = roles.to_vec();
@@ -140,7 +184,7 @@ pub fn downsample(
     let span = (until.as_microsecond() - since.as_microsecond()) as f64;
     let width_us = span / buckets as f64;
     let mut current: Option<usize> = None;
-    outbox.for_each_in_window(Some(since), Some(until), |s| {
+    scan(outbox, since, until, stop, |s| {
         let us = s.sample.taken_at.as_microsecond();
         let point = if raw {
             t.push(us as f64 / 1e6);
@@ -188,9 +232,9 @@ pub async fn samples(
     let (since, until) = window(&params, &["since", "until", "max_points"])?;
     let buckets = max_points(&params)?;
     let body = ctx
-        .read(move |ctx, o| {
+        .read_scan(move |ctx, o, stop| {
             let (count, mock) = o.count_in(since, until)?;
-            let d = downsample(o, &ctx.settings.roles, since, until, count, buckets)?;
+            let d = downsample(o, &ctx.settings.roles, since, until, count, buckets, stop)?;
             let mut min = serde_json::Map::new();
             let mut max = serde_json::Map::new();
             let mut names = vec![];
@@ -250,33 +294,62 @@ pub async fn current(State(ctx): State<Arc<Ctx>>) -> Result<Response, ApiError> 
 }
 
 /// `GET /api/export.csv?since=&until=`: `hxlog export`'s CSV of the window,
-/// refused (400) above [`MAX_CSV_ROWS`] rows.
+/// refused (400) above [`MAX_CSV_ROWS`] rows. The rows are streamed as they
+/// are read: memory stays at a few chunks whatever the window.
 pub async fn export_csv(
     State(ctx): State<Arc<Ctx>>,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
     let (since, until) = window(&params, &["since", "until"])?;
-    let result = ctx
-        .read(move |ctx, o| {
-            let (count, _) = o.count_in(since, until)?;
-            if count > MAX_CSV_ROWS {
-                return Ok(Err(count));
-            }
-            let roles = &ctx.settings.roles;
-            let mut w = csv::Writer::from_writer(vec![]);
-            w.write_record(csv_header(roles))?;
-            o.for_each_in_window(Some(since), Some(until), |s| {
-                w.write_record(csv_row(s, roles))?;
-                Ok(())
-            })?;
-            Ok(Ok(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?))
-        })
-        .await?;
-    let body = result.map_err(|count| {
-        ApiError::bad(format!(
-            "the window holds {count} samples, more than {MAX_CSV_ROWS}; narrow it or use hxlog export"
-        ))
+    let (counted_tx, counted) = oneshot::channel();
+    let (chunks_tx, chunks) = mpsc::channel(CSV_QUEUE);
+    let deadline = Instant::now() + ctx.csv_timeout;
+    let stop = Stop::new(deadline);
+    let cancel = stop.cancel_on_drop();
+    let runtime = tokio::runtime::Handle::current();
+    let task = ctx.spawn_read(stop, move |ctx, o, stop| {
+        let (count, _) = o.count_in(since, until)?;
+        if count > MAX_CSV_ROWS {
+            let _ = counted_tx.send(Err(count));
+            return Ok(());
+        }
+        if counted_tx.send(Ok(())).is_err() {
+            return Ok(()); // the request is gone
+        }
+        let roles = &ctx.settings.roles;
+        let mut w = csv::Writer::from_writer(Chunks {
+            buf: Vec::with_capacity(CSV_CHUNK_CAPACITY),
+            tx: chunks_tx,
+            runtime,
+            deadline: deadline.into(),
+        });
+        w.write_record(csv_header(roles))?;
+        scan(o, since, until, stop, |s| {
+            w.write_record(csv_row(s, roles))?;
+            Ok(())
+        })?;
+        let mut chunks = w
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("{}", e.error()))?;
+        chunks.send()?;
+        Ok(())
     })?;
+    match counted.await {
+        Ok(Ok(())) => {}
+        Ok(Err(count)) => {
+            return Err(ApiError::bad(format!(
+                "the window holds {count} samples, more than {MAX_CSV_ROWS}; narrow it or use hxlog export"
+            )));
+        }
+        // the read failed before it counted
+        Err(_) => {
+            return Err(match task.await {
+                Ok(Err(e)) => read_error(e),
+                Ok(Ok(())) => ApiError::unavailable("the CSV download ended early"),
+                Err(e) => ApiError::unavailable(format!("request failed: {e}")),
+            });
+        }
+    }
     let name = format!(
         "attachment; filename=\"hxlog-{}-{}.csv\"",
         since.strftime("%Y%m%dT%H%M%SZ"),
@@ -287,9 +360,84 @@ pub async fn export_csv(
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
             (header::CONTENT_DISPOSITION, name),
         ],
-        body,
+        Body::from_stream(csv_body(chunks, task, cancel)),
     )
         .into_response())
+}
+
+/// The CSV scan's writer: hands the bytes to the response body in chunks of
+/// [`CSV_CHUNK`], waiting (until `deadline`) while the queue is full.
+struct Chunks {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<Bytes>,
+    runtime: tokio::runtime::Handle,
+    deadline: tokio::time::Instant,
+}
+
+impl Chunks {
+    /// Sends what is buffered.
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(CSV_CHUNK_CAPACITY),
+        ));
+        let sent = self
+            .runtime
+            .block_on(tokio::time::timeout_at(self.deadline, self.tx.send(chunk)));
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the client went away",
+            )),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the CSV download took too long",
+            )),
+        }
+    }
+}
+
+impl io::Write for Chunks {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CSV_CHUNK {
+            self.send()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The body: the chunks as they come, then an error unless the scan ended
+/// well (hyper then cuts the connection without the final chunk). Dropping
+/// it (client gone, shutdown) cancels the scan.
+fn csv_body(
+    chunks: mpsc::Receiver<Bytes>,
+    task: JoinHandle<anyhow::Result<()>>,
+    cancel: CancelOnDrop,
+) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Send {
+    futures_util::stream::unfold(
+        (chunks, Some(task), cancel),
+        |(mut chunks, mut task, cancel)| async move {
+            if let Some(chunk) = chunks.recv().await {
+                return Some((Ok(chunk), (chunks, task, cancel)));
+            }
+            let failed = match task.take()?.await {
+                Ok(Ok(())) => return None,
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(error = %failed, "a CSV download stopped short");
+            Some((Err(io::Error::other(failed)), (chunks, task, cancel)))
+        },
+    )
 }
 
 #[cfg(test)]

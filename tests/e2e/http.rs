@@ -1,8 +1,9 @@
 //! The HTTP endpoints of `hxlog run` and `hxlog serve` (issue 12): `/healthz`
 //! against a sensor read that blocks, `/metrics` through `promtool` and a real
 //! Prometheus, bad parameters, a flood of requests beside sampling, a busy
-//! port, the non-loopback warning, the dashboard in headless Chromium, and
-//! alarms reaching Web PubSub after an outage.
+//! port, the non-loopback warning, the dashboard in headless Chromium,
+//! alarms reaching Web PubSub after an outage, a streamed 100,000-row CSV,
+//! and idle connections beside the dashboard and sampling.
 
 use std::path::Path;
 use std::process::Command;
@@ -651,4 +652,97 @@ async fn an_alarm_whose_rule_was_removed_is_cleared_and_published() {
         "{:?}",
         srv.accepted_messages()
     );
+}
+
+#[test]
+fn the_csv_download_of_100_000_rows_streams_exports_csv_byte_for_byte() {
+    let s = Setup::new();
+    s.healthy_bus([70.0, 50.0, 15.0, 35.0]);
+    s.run(&["simulate", "--count", "100000", "--interval", "10s"])
+        .ok();
+    let since = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 30)).to_string();
+    let until = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60)).to_string();
+    let port = free_port();
+    let mut serve =
+        Running::spawn(&mut s.cmd(&["serve", "--listen", &format!("127.0.0.1:{port}")]));
+    assert!(
+        wait_serving(port, Duration::from_secs(30)),
+        "{:?}",
+        serve.lines()
+    );
+    let csv = get(
+        port,
+        &format!("/api/export.csv?since={since}&until={until}"),
+    );
+    assert_eq!(csv.status, 200, "{:?}", &csv.headers);
+    assert_eq!(
+        csv.header("transfer-encoding"),
+        Some("chunked"),
+        "not streamed"
+    );
+    let export = s.run(&["export", "--since", &since, "--until", &until]);
+    export.ok();
+    assert_eq!(export.stdout.lines().count(), 1 + 100_000);
+    assert!(
+        csv.body == export.stdout,
+        "the download differs from export"
+    );
+    // one more sample makes it more than the download allows
+    s.run(&["sample"]).ok();
+    let refused = get(
+        port,
+        &format!("/api/export.csv?since={since}&until={until}"),
+    );
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(refused.body.contains("more than 100000"), "{refused:?}");
+    assert!(serve.terminate(crate::common::SIGTERM_DEADLINE).is_some());
+}
+
+/// Sockets `pid` holds open.
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| l.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn idle_connections_are_capped_and_closed_while_the_dashboard_answers_and_sampling_goes_on() {
+    use std::io::Read;
+    let (s, port) = serving_setup();
+    let run = start(&s, port);
+    assert!(wait_until(Duration::from_secs(30), || samples_logged(&run) >= 1));
+    let before = samples_logged(&run);
+    // more idle connections than hxlog keeps open (64): none sends a byte
+    let idle: Vec<std::net::TcpStream> = (0..80)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let mut most = 0;
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            most = most.max(sockets(run.pid()));
+            try_get(port, "/").is_ok_and(|a| a.status == 200)
+        }),
+        "the dashboard never answered beside 80 idle connections"
+    );
+    most = most.max(sockets(run.pid()));
+    // 64 connections, the listener, and a few of its own (notify, logs)
+    assert!(most <= 64 + 8, "hxlog held {most} sockets at once");
+    // hxlog closes an idle connection that sends no request (10 s)
+    let mut first = idle.into_iter().next().unwrap();
+    first
+        .set_read_timeout(Some(crate::common::scaled(Duration::from_secs(60))))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    assert!(
+        matches!(first.read(&mut buf), Ok(0)),
+        "an idle connection was never closed"
+    );
+    assert!(wait_until(Duration::from_secs(30), || samples_logged(&run)
+        >= before + 3));
+    let mut run = run;
+    assert!(run.terminate(crate::common::SIGTERM_DEADLINE).is_some());
 }
