@@ -42,6 +42,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
@@ -437,6 +438,102 @@ const INSERT_SQL: &str = "INSERT INTO samples (sample_id, device_id, taken_at, s
      taken_at_raw = excluded.taken_at_raw \
      WHERE samples.clock = 'unsynced' AND excluded.clock = 'corrected'";
 
+/// The columns the COPY path fills, in [`COPY_TYPES`]' order (the same as
+/// [`INSERT_SQL`]'s).
+const COPY_SQL: &str = "COPY samples (sample_id, device_id, taken_at, source, \
+     t1, t2, t3, t4, t1_quality, t2_quality, t3_quality, t4_quality, readings, \
+     hot_effectiveness, cold_effectiveness, effectiveness, lmtd, \
+     clock, taken_at_raw, boot_id, boottime_us) FROM STDIN (FORMAT binary)";
+
+/// The binary COPY's column types, one per column of [`COPY_SQL`].
+const COPY_TYPES: [Type; 21] = [
+    Type::UUID,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::JSONB,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::INT8,
+];
+
+/// Writes `piece` with one binary `COPY … FROM STDIN` inside a transaction
+/// and commits: all rows or none. On an error the transaction is rolled back
+/// (the connection stays usable) and the COPY's error is returned; when the
+/// rollback fails too, its error (a connection error) is returned instead.
+///
+/// COPY takes a prepared statement in tokio-postgres, which names it (`sN`).
+/// It is prepared, used and closed inside the transaction, so through
+/// PgBouncer in transaction mode it never outlives its server connection.
+async fn copy_rows(client: &mut Client, piece: &[Sample]) -> Result<u64, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let copied = async {
+        let statement = tx.prepare_typed(COPY_SQL, &[]).await?;
+        let sink = tx.copy_in(&statement).await?;
+        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COPY_TYPES));
+        for s in piece {
+            let at = system_time(s.taken_at);
+            let roles = STANDARD_ROLES.map(|role| s.reading(role));
+            let t = roles.map(|r| r.and_then(|r| r.celsius));
+            let q = roles.map(|r| r.map(|r| r.quality.as_str()));
+            let readings = readings_value(s);
+            let raw = s.clock.taken_at_raw.map(system_time);
+            writer
+                .as_mut()
+                .write(&[
+                    &s.id,
+                    &s.device_id,
+                    &at,
+                    &s.source.as_str(),
+                    &t[0],
+                    &t[1],
+                    &t[2],
+                    &t[3],
+                    &q[0],
+                    &q[1],
+                    &q[2],
+                    &q[3],
+                    &readings,
+                    &s.efficiency.hot_effectiveness,
+                    &s.efficiency.cold_effectiveness,
+                    &s.efficiency.effectiveness,
+                    &s.efficiency.lmtd,
+                    &s.clock.state.as_str(),
+                    &raw,
+                    &s.clock.boot_id,
+                    &s.clock.boottime_us,
+                ])
+                .await?;
+        }
+        writer.finish().await
+        // `statement` is dropped here: its Close goes out before COMMIT or ROLLBACK
+    }
+    .await;
+    match copied {
+        Ok(rows) => {
+            tx.commit().await?;
+            Ok(rows)
+        }
+        Err(e) => {
+            tx.rollback().await?;
+            Err(e)
+        }
+    }
+}
+
 /// Column-wise buffers for one batch (UNNEST takes one array per column).
 #[derive(Default)]
 struct Columns {
@@ -498,6 +595,11 @@ fn system_time(t: jiff::Timestamp) -> SystemTime {
 
 /// `{"T1": {"celsius": 61.25, "quality": "ok", "sensor_id": "28-…"}, …}` in role order.
 fn readings_json(s: &Sample) -> String {
+    readings_value(s).to_string()
+}
+
+/// [`readings_json`] as a JSON value (the COPY path sends it as binary `jsonb`).
+fn readings_value(s: &Sample) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for r in &s.readings {
         let mut o = serde_json::Map::new();
@@ -511,7 +613,7 @@ fn readings_json(s: &Sample) -> String {
         }
         map.insert(r.role.clone(), o.into());
     }
-    serde_json::Value::Object(map).to_string()
+    serde_json::Value::Object(map)
 }
 
 /// The Postgres sink: holds one connection, reconnects after errors, migrates
@@ -563,11 +665,25 @@ impl Sink for PostgresSink {
         self.settings.batch_size
     }
 
-    /// Inserts the batch in one statement. When the database refuses it for
-    /// its data (SQLSTATE class 22 or 23), the batch is split in halves, and
-    /// those again, until each refused sample is alone: every other sample is
-    /// inserted, and only the refused ones are reported, each with its reason.
+    /// Writes the batch with one binary COPY in a transaction, the fast path
+    /// of a drain. When the database refuses that for the data (SQLSTATE class
+    /// 22 or 23: usually 23505, a sample already stored, as after a resend
+    /// following a crash, or a clock correction of a stored sample), the COPY
+    /// is rolled back and the batch goes through `INSERT … ON CONFLICT` in one
+    /// statement. When the database refuses that too, the batch is split in
+    /// halves, and those again, until each refused sample is alone: every
+    /// other sample is inserted, and only the refused ones are reported, each
+    /// with its reason.
     async fn send(&mut self, batch: &[Sample]) -> Result<(), SinkError> {
+        match self.copy(batch).await? {
+            None => return Ok(()),
+            Some(reason) => debug!(
+                sink = "postgres",
+                batch = batch.len(),
+                %reason,
+                "COPY refused, inserting the batch with ON CONFLICT"
+            ),
+        }
         let mut refused = vec![];
         let mut statements = 0;
         // Pieces still to insert, the next one last.
@@ -602,6 +718,37 @@ impl Sink for PostgresSink {
 }
 
 impl PostgresSink {
+    /// One binary COPY of `piece` in a transaction: `None` when it committed,
+    /// the database's reason when it refused the data (SQLSTATE class 22 or
+    /// 23; rolled back, nothing of `piece` was written), an error for
+    /// everything else.
+    async fn copy(&mut self, piece: &[Sample]) -> Result<Option<String>, SinkError> {
+        self.ensure_connected().await?;
+        // Held here while the COPY runs, as in `insert`.
+        let mut live = self.conn.take().expect("connected above");
+        let guard = CancelOnDrop::new(&live);
+        let result = copy_rows(&mut live.client, piece).await;
+        guard.disarm();
+        match result {
+            Ok(copied) => {
+                debug!(sink = "postgres", batch = piece.len(), copied, "batch copied");
+                self.conn = Some(live);
+                Ok(None)
+            }
+            Err(e) => match e.code().filter(|c| is_data_error(c)) {
+                Some(code) => {
+                    self.conn = Some(live);
+                    Ok(Some(format!(
+                        "{} (SQLSTATE {})",
+                        error_text(&e),
+                        code.code()
+                    )))
+                }
+                None => Err(classify(&e, &self.settings.describe())),
+            },
+        }
+    }
+
     /// One `INSERT … FROM UNNEST` of `piece`: `None` when it committed, the
     /// database's reason when it refused the data (SQLSTATE class 22 or 23;
     /// nothing of `piece` was inserted then), an error for everything else.
