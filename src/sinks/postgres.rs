@@ -42,9 +42,10 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::SinkExt;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls};
 use tracing::{debug, info, instrument, warn};
 
@@ -470,55 +471,59 @@ const COPY_TYPES: [Type; 21] = [
     Type::INT8,
 ];
 
+/// COPY data sent to the connection at a time: large enough that a batch
+/// costs few wake-ups of the connection task and few writes, small enough that
+/// Postgres starts on a batch while the rest is being encoded.
+const COPY_CHUNK: usize = 64 * 1024;
+
+/// The signature, flags and header extension length that open binary COPY data.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// Why a COPY did not commit.
+enum CopyFailure {
+    /// The database's answer, or the connection's.
+    Db(tokio_postgres::Error),
+    /// A value of the sample could not be encoded (nothing was committed).
+    Encode(String),
+}
+
+impl From<tokio_postgres::Error> for CopyFailure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        CopyFailure::Db(e)
+    }
+}
+
 /// Writes `piece` with one binary `COPY … FROM STDIN` inside a transaction
-/// and commits: all rows or none. On an error the transaction is rolled back
-/// (the connection stays usable) and the COPY's error is returned; when the
+/// and commits: all rows or none. On a failure the transaction is rolled back
+/// (the connection stays usable) and the failure is returned; when the
 /// rollback fails too, its error (a connection error) is returned instead.
 ///
 /// COPY takes a prepared statement in tokio-postgres, which names it (`sN`).
 /// It is prepared, used and closed inside the transaction, so through
 /// PgBouncer in transaction mode it never outlives its server connection.
-async fn copy_rows(client: &mut Client, piece: &[Sample]) -> Result<u64, tokio_postgres::Error> {
+///
+/// The rows are framed here (the binary COPY format: a header, then per row
+/// a field count and length-prefixed fields, then -1) rather than with
+/// tokio-postgres's `BinaryCopyInWriter`, which hands the connection every
+/// 4 KiB; here it gets [`COPY_CHUNK`]s.
+async fn copy_rows(client: &mut Client, piece: &[Sample]) -> Result<u64, CopyFailure> {
     let tx = client.transaction().await?;
     let copied = async {
         let statement = tx.prepare_typed(COPY_SQL, &[]).await?;
-        let sink = tx.copy_in(&statement).await?;
-        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &COPY_TYPES));
+        let mut sink = std::pin::pin!(tx.copy_in::<_, Bytes>(&statement).await?);
+        let mut buf = BytesMut::with_capacity(COPY_CHUNK + 4096);
+        buf.put_slice(COPY_HEADER);
         for s in piece {
-            let at = system_time(s.taken_at);
-            let roles = STANDARD_ROLES.map(|role| s.reading(role));
-            let t = roles.map(|r| r.and_then(|r| r.celsius));
-            let q = roles.map(|r| r.map(|r| r.quality.as_str()));
-            let readings = readings_value(s);
-            let raw = s.clock.taken_at_raw.map(system_time);
-            writer
-                .as_mut()
-                .write(&[
-                    &s.id,
-                    &s.device_id,
-                    &at,
-                    &s.source.as_str(),
-                    &t[0],
-                    &t[1],
-                    &t[2],
-                    &t[3],
-                    &q[0],
-                    &q[1],
-                    &q[2],
-                    &q[3],
-                    &readings,
-                    &s.efficiency.hot_effectiveness,
-                    &s.efficiency.cold_effectiveness,
-                    &s.efficiency.effectiveness,
-                    &s.efficiency.lmtd,
-                    &s.clock.state.as_str(),
-                    &raw,
-                    &s.clock.boot_id,
-                    &s.clock.boottime_us,
-                ])
-                .await?;
+            encode_row(s, &mut buf).map_err(|e| {
+                CopyFailure::Encode(format!("sample {} cannot be encoded: {e}", s.id))
+            })?;
+            if buf.len() >= COPY_CHUNK {
+                sink.send(buf.split().freeze()).await?;
+            }
         }
-        writer.finish().await
+        buf.put_i16(-1);
+        sink.send(buf.split().freeze()).await?;
+        Ok(sink.finish().await?)
         // `statement` is dropped here: its Close goes out before COMMIT or ROLLBACK
     }
     .await;
@@ -532,6 +537,76 @@ async fn copy_rows(client: &mut Client, piece: &[Sample]) -> Result<u64, tokio_p
             Err(e)
         }
     }
+}
+
+/// Appends one row of binary COPY data: the field count, then each field as
+/// its length (-1 for NULL) and its binary value, in [`COPY_TYPES`]' order.
+fn encode_row(
+    s: &Sample,
+    buf: &mut BytesMut,
+) -> Result<(), Box<dyn std::error::Error + Sync + Send>> {
+    let at = system_time(s.taken_at);
+    let roles = STANDARD_ROLES.map(|role| s.reading(role));
+    let t = roles.map(|r| r.and_then(|r| r.celsius));
+    let q = roles.map(|r| r.map(|r| r.quality.as_str()));
+    let raw = s.clock.taken_at_raw.map(system_time);
+    let values: [&(dyn ToSql + Sync); COPY_TYPES.len()] = [
+        &s.id,
+        &s.device_id,
+        &at,
+        &s.source.as_str(),
+        &t[0],
+        &t[1],
+        &t[2],
+        &t[3],
+        &q[0],
+        &q[1],
+        &q[2],
+        &q[3],
+        &ReadingsJsonb(s),
+        &s.efficiency.hot_effectiveness,
+        &s.efficiency.cold_effectiveness,
+        &s.efficiency.effectiveness,
+        &s.efficiency.lmtd,
+        &s.clock.state.as_str(),
+        &raw,
+        &s.clock.boot_id,
+        &s.clock.boottime_us,
+    ];
+    buf.put_i16(COPY_TYPES.len() as i16);
+    for (value, ty) in values.into_iter().zip(&COPY_TYPES) {
+        let at = buf.len();
+        buf.put_i32(0);
+        let len = match value.to_sql_checked(ty, buf)? {
+            IsNull::Yes => -1,
+            IsNull::No => i32::try_from(buf.len() - at - 4)?,
+        };
+        buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// A sample's readings as binary `jsonb` (the version, 1, then the JSON
+/// text of [`write_readings_json`]), written straight into the COPY data.
+#[derive(Debug)]
+struct ReadingsJsonb<'a>(&'a Sample);
+
+impl ToSql for ReadingsJsonb<'_> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.put_u8(1);
+        write_readings_json(self.0, &mut out.writer())?;
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB
+    }
+
+    to_sql_checked!();
 }
 
 /// Column-wise buffers for one batch (UNNEST takes one array per column).
@@ -595,25 +670,36 @@ fn system_time(t: jiff::Timestamp) -> SystemTime {
 
 /// `{"T1": {"celsius": 61.25, "quality": "ok", "sensor_id": "28-…"}, …}` in role order.
 fn readings_json(s: &Sample) -> String {
-    readings_value(s).to_string()
+    let mut out = Vec::with_capacity(256);
+    write_readings_json(s, &mut out).expect("writing to a Vec cannot fail");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
-/// [`readings_json`] as a JSON value (the COPY path sends it as binary `jsonb`).
-fn readings_value(s: &Sample) -> serde_json::Value {
-    let mut map = serde_json::Map::new();
-    for r in &s.readings {
-        let mut o = serde_json::Map::new();
-        o.insert("celsius".into(), r.celsius.into());
-        o.insert("quality".into(), r.quality.as_str().into());
+/// Writes [`readings_json`]'s JSON text (keys `celsius`, `quality`, then
+/// `sensor_id` and `reason` when present; a non-finite or missing `celsius`
+/// is `null`), without building a `serde_json::Value` on the way.
+fn write_readings_json(s: &Sample, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    out.write_all(b"{")?;
+    for (i, r) in s.readings.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, &r.role)?;
+        out.write_all(b":{\"celsius\":")?;
+        serde_json::to_writer(&mut *out, &r.celsius)?;
+        out.write_all(b",\"quality\":")?;
+        serde_json::to_writer(&mut *out, r.quality.as_str())?;
         if let Some(id) = &r.sensor_id {
-            o.insert("sensor_id".into(), id.as_str().into());
+            out.write_all(b",\"sensor_id\":")?;
+            serde_json::to_writer(&mut *out, id)?;
         }
         if let Some(reason) = &r.reason {
-            o.insert("reason".into(), reason.as_str().into());
+            out.write_all(b",\"reason\":")?;
+            serde_json::to_writer(&mut *out, reason.as_str())?;
         }
-        map.insert(r.role.clone(), o.into());
+        out.write_all(b"}")?;
     }
-    serde_json::Value::Object(map)
+    out.write_all(b"}")
 }
 
 /// The Postgres sink: holds one connection, reconnects after errors, migrates
@@ -731,11 +817,20 @@ impl PostgresSink {
         guard.disarm();
         match result {
             Ok(copied) => {
-                debug!(sink = "postgres", batch = piece.len(), copied, "batch copied");
+                debug!(
+                    sink = "postgres",
+                    batch = piece.len(),
+                    copied,
+                    "batch copied"
+                );
                 self.conn = Some(live);
                 Ok(None)
             }
-            Err(e) => match e.code().filter(|c| is_data_error(c)) {
+            Err(CopyFailure::Encode(reason)) => {
+                self.conn = Some(live);
+                Ok(Some(reason))
+            }
+            Err(CopyFailure::Db(e)) => match e.code().filter(|c| is_data_error(c)) {
                 Some(code) => {
                     self.conn = Some(live);
                     Ok(Some(format!(
@@ -945,6 +1040,39 @@ mod tests {
                 "{mode:?} {host}"
             );
         }
+    }
+
+    #[test]
+    fn readings_json_is_the_json_of_the_readings() {
+        let mut s = Sample::new(
+            "hx-01",
+            jiff::Timestamp::UNIX_EPOCH,
+            crate::sample::Source::Mock,
+            ["T1", "T2", "T3", "T4", "extra"]
+                .into_iter()
+                .map(|role| crate::sample::Reading::ok(role, None, 61.25))
+                .collect(),
+        );
+        s.readings[0].celsius = Some(f64::NAN);
+        s.readings[1].reason = Some("file \"w1_slave\" said: crc=00 NO\n".into());
+        s.readings[2].sensor_id = Some("28-00000a1b2c3d".into());
+        s.readings[3].celsius = None;
+        let mut expected = serde_json::Map::new();
+        for r in &s.readings {
+            let mut o = serde_json::Map::new();
+            o.insert("celsius".into(), r.celsius.into());
+            o.insert("quality".into(), r.quality.as_str().into());
+            if let Some(id) = &r.sensor_id {
+                o.insert("sensor_id".into(), id.as_str().into());
+            }
+            if let Some(reason) = &r.reason {
+                o.insert("reason".into(), reason.as_str().into());
+            }
+            expected.insert(r.role.clone(), o.into());
+        }
+        let written: serde_json::Value = serde_json::from_str(&readings_json(&s)).unwrap();
+        assert_eq!(written, serde_json::Value::Object(expected));
+        assert_eq!(written["T1"]["celsius"], serde_json::Value::Null);
     }
 
     #[test]

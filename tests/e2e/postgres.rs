@@ -467,7 +467,11 @@ fn a_partly_stored_batch_is_delivered_exactly_once_through_the_fallback() {
         db.scalar("SELECT count(DISTINCT sample_id) FROM samples"),
         1000
     );
-    assert_eq!(statements(&db, "INSERT"), 5, "one fallback INSERT per batch");
+    assert_eq!(
+        statements(&db, "INSERT"),
+        5,
+        "one fallback INSERT per batch"
+    );
     assert_eq!(statements(&db, "COPY"), 0, "every COPY was rolled back");
     assert_eq!(l.sink("postgres")["pending"], 0);
 }
