@@ -494,23 +494,29 @@ impl From<tokio_postgres::Error> for CopyFailure {
 }
 
 /// Writes `piece` with one binary `COPY … FROM STDIN` inside a transaction
-/// and commits: all rows or none. On a failure the transaction is rolled back
-/// (the connection stays usable) and the failure is returned; when the
-/// rollback fails too, its error (a connection error) is returned instead.
+/// and commits: all rows or none. On a failure the transaction ends without
+/// a trace (the connection stays usable) and the failure is returned.
 ///
-/// COPY takes a prepared statement in tokio-postgres, which names it (`sN`).
-/// It is prepared, used and closed inside the transaction, so through
-/// PgBouncer in transaction mode it never outlives its server connection.
+/// Three round trips per batch: `BEGIN` pipelined with preparing the COPY,
+/// the COPY's start, and its end pipelined with `COMMIT` (a `COMMIT` after a
+/// failed COPY rolls back). COPY takes a prepared statement in
+/// tokio-postgres, which names it (`sN`); it is closed as soon as the COPY has
+/// started, so its Close goes out before `COMMIT` and, through PgBouncer in
+/// transaction mode, never reaches another server connection.
 ///
 /// The rows are framed here (the binary COPY format: a header, then per row
 /// a field count and length-prefixed fields, then -1) rather than with
 /// tokio-postgres's `BinaryCopyInWriter`, which hands the connection every
 /// 4 KiB; here it gets [`COPY_CHUNK`]s.
-async fn copy_rows(client: &mut Client, piece: &[Sample]) -> Result<u64, CopyFailure> {
-    let tx = client.transaction().await?;
+async fn copy_rows(client: &Client, piece: &[Sample]) -> Result<u64, CopyFailure> {
+    let (begun, statement) = tokio::join!(
+        client.batch_execute("BEGIN"),
+        client.prepare_typed(COPY_SQL, &[])
+    );
+    begun?;
     let copied = async {
-        let statement = tx.prepare_typed(COPY_SQL, &[]).await?;
-        let mut sink = std::pin::pin!(tx.copy_in::<_, Bytes>(&statement).await?);
+        let sink = client.copy_in::<_, Bytes>(&statement?).await?;
+        let mut sink = std::pin::pin!(sink);
         let mut buf = BytesMut::with_capacity(COPY_CHUNK + 4096);
         buf.put_slice(COPY_HEADER);
         for s in piece {
@@ -523,20 +529,18 @@ async fn copy_rows(client: &mut Client, piece: &[Sample]) -> Result<u64, CopyFai
         }
         buf.put_i16(-1);
         sink.send(buf.split().freeze()).await?;
-        Ok(sink.finish().await?)
-        // `statement` is dropped here: its Close goes out before COMMIT or ROLLBACK
+        let (rows, committed) = tokio::join!(sink.finish(), client.batch_execute("COMMIT"));
+        let rows = rows?;
+        committed?;
+        Ok(rows)
     }
     .await;
-    match copied {
-        Ok(rows) => {
-            tx.commit().await?;
-            Ok(rows)
-        }
-        Err(e) => {
-            tx.rollback().await?;
-            Err(e)
-        }
+    if copied.is_err() && !client.is_closed() {
+        // Ends the transaction if the COPY never reached its COMMIT (a
+        // warning, no error, if it did).
+        client.batch_execute("ROLLBACK").await?;
     }
+    copied
 }
 
 /// Appends one row of binary COPY data: the field count, then each field as
@@ -811,9 +815,9 @@ impl PostgresSink {
     async fn copy(&mut self, piece: &[Sample]) -> Result<Option<String>, SinkError> {
         self.ensure_connected().await?;
         // Held here while the COPY runs, as in `insert`.
-        let mut live = self.conn.take().expect("connected above");
+        let live = self.conn.take().expect("connected above");
         let guard = CancelOnDrop::new(&live);
-        let result = copy_rows(&mut live.client, piece).await;
+        let result = copy_rows(&live.client, piece).await;
         guard.disarm();
         match result {
             Ok(copied) => {
