@@ -8,6 +8,9 @@
 #
 # Usage: scripts/bench-forward.sh [N]   (default 1000000; also try 100000 to see
 # that peak RSS does not grow with the backlog)
+# ROUNDS=n drains the backlog n times (default 3), each time followed by the
+# \copy, and reports medians: the machine's load drifts, and a replay and a
+# \copy run back to back see about the same.
 # HXLOG_BIN=path runs that binary instead of building the release binary (to
 # measure another build, e.g. main's, with this script).
 # Needs: the local PostgreSQL on this machine (PGHOST/PGPORT/PGUSER, default
@@ -15,6 +18,7 @@
 set -euo pipefail
 
 N=${1:-1000000}
+ROUNDS=${ROUNDS:-3}
 PGHOST=${PGHOST:-127.0.0.1}
 PGPORT=${PGPORT:-5432}
 PGUSER=${PGUSER:-postgres}
@@ -104,27 +108,48 @@ cd "$WORK"
 
 read -r t_sim rss_sim _ < <(measure - "$BIN" --config hxlog.json simulate --count "$N" --interval 1s)
 "$BIN" --config hxlog.json migrate >/dev/null
-# hxlog names its connection "hxlog" (application_name) whatever PGAPPNAME says.
-read -r t_fwd rss_fwd cpu_fwd < <(measure hxlog env RUST_LOG=warn "$BIN" --config hxlog.json replay --sink postgres)
-rows=$(psql -At -d "$DB" -c "SELECT count(*) FROM samples")
-[ "$rows" = "$N" ] || { echo "expected $N rows in Postgres, found $rows" >&2; exit 1; }
+# Each round drains the same backlog again: from a copy of the outbox as
+# simulate left it, into an emptied table.
+cp -a data pristine
+rounds_file=$WORK/rounds
+for round in $(seq "$ROUNDS"); do
+    if [ "$round" -gt 1 ]; then
+        rm -rf data && cp -a pristine data
+        psql -q -d "$DB" -c "TRUNCATE samples"
+    fi
+    # hxlog names its connection "hxlog" (application_name) whatever PGAPPNAME says.
+    read -r t_fwd rss_fwd cpu_fwd < <(measure hxlog env RUST_LOG=warn "$BIN" --config hxlog.json replay --sink postgres)
+    rows=$(psql -At -d "$DB" -c "SELECT count(*) FROM samples")
+    [ "$rows" = "$N" ] || { echo "expected $N rows in Postgres, found $rows" >&2; exit 1; }
 
-# The same rows, loaded with \copy into an empty table of the same shape (same indexes).
-psql -q -d "$DB" -c "COPY samples TO '$WORK/rows.csv' WITH (FORMAT csv)" 2>/dev/null \
-    || psql -q -d "$DB" -c "\\copy samples TO '$WORK/rows.csv' WITH (FORMAT csv)"
-psql -q -d "$DB" -c "CREATE TABLE samples_copy (LIKE samples INCLUDING ALL)"
-read -r t_copy _ cpu_copy < <(measure hxlog_bench_copy psql -q -d "$DB" -c "\\copy samples_copy FROM '$WORK/rows.csv' WITH (FORMAT csv)")
+    # The same rows, loaded with \copy into an empty table of the same shape (same indexes).
+    if [ "$round" = 1 ]; then
+        psql -q -d "$DB" -c "COPY samples TO '$WORK/rows.csv' WITH (FORMAT csv)" 2>/dev/null \
+            || psql -q -d "$DB" -c "\\copy samples TO '$WORK/rows.csv' WITH (FORMAT csv)"
+        psql -q -d "$DB" -c "CREATE TABLE samples_copy (LIKE samples INCLUDING ALL)"
+    else
+        psql -q -d "$DB" -c "TRUNCATE samples_copy"
+    fi
+    read -r t_copy _ cpu_copy < <(measure hxlog_bench_copy psql -q -d "$DB" -c "\\copy samples_copy FROM '$WORK/rows.csv' WITH (FORMAT csv)")
+    echo "$t_fwd $rss_fwd $cpu_fwd $t_copy $cpu_copy" >> "$rounds_file"
+done
 
-python3 - "$N" "$t_sim" "$rss_sim" "$t_fwd" "$rss_fwd" "$cpu_fwd" "$t_copy" "$cpu_copy" <<'PY'
-import sys
+python3 - "$N" "$t_sim" "$rss_sim" "$rounds_file" <<'PY'
+import statistics, sys
 n = int(sys.argv[1])
-t_sim, rss_sim, t_fwd, rss_fwd, cpu_fwd, t_copy, cpu_copy = map(float, sys.argv[2:])
+t_sim, rss_sim = map(float, sys.argv[2:4])
+rounds = [list(map(float, line.split())) for line in open(sys.argv[4])]
 per = 100_000 / n
-print(f"backlog                    {n:,} samples")
+for i, (t_fwd, rss_fwd, cpu_fwd, t_copy, cpu_copy) in enumerate(rounds, 1):
+    print(f"round {i}: replay {t_fwd:6.2f} s, \\copy {t_copy:6.2f} s, replay / \\copy rate {t_copy / t_fwd:4.0%}")
+med = lambda k: statistics.median(r[k] for r in rounds)
+t_fwd, cpu_fwd, t_copy, cpu_copy = med(0), med(2), med(3), med(4)
+rss_fwd = max(r[1] for r in rounds)
+print(f"backlog                    {n:,} samples, {len(rounds)} rounds (medians; peak RSS the largest)")
 print(f"hxlog simulate             {t_sim:7.2f} s  {n / t_sim:>10,.0f} samples/s  peak RSS {rss_sim / 1024:.1f} MiB")
 print(f"hxlog replay --sink pg     {t_fwd:7.2f} s  {n / t_fwd:>10,.0f} samples/s  peak RSS {rss_fwd / 1024:.1f} MiB"
       f"  backend CPU {cpu_fwd * per:.2f} s/100k rows")
 print(f"psql \\copy (same rows)     {t_copy:7.2f} s  {n / t_copy:>10,.0f} rows/s"
       f"                          backend CPU {cpu_copy * per:.2f} s/100k rows")
-print(f"replay / \\copy rate        {t_copy / t_fwd:7.0%}")
+print(f"replay / \\copy rate        {t_copy / t_fwd:7.0%}  (median of the rounds' ratios {statistics.median(r[3] / r[0] for r in rounds):.0%})")
 PY
