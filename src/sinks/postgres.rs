@@ -3,23 +3,30 @@
 //! Architecture invariant: the only module that uses tokio-postgres. It never
 //! sees the outbox; it is handed batches and answers with a [`SinkError`] class.
 //!
-//! Delivery: one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT (sample_id) DO
-//! UPDATE … WHERE` per batch, a single statement, so the batch commits
-//! atomically and a resend after a crash inserts nothing twice. The conflict
-//! clause updates only one thing in place: a row stored `unsynced` whose
-//! sample now arrives `corrected` gets the corrected `taken_at`, `clock` and
-//! `taken_at_raw` (one row per sample); any other resend changes nothing. A batch the database refuses
-//! for its data (SQLSTATE classes 22 and 23) is split in halves until the
-//! refused samples are alone; they are reported as
-//! [`SinkError::RejectedSamples`], everything else is inserted. The schema is
-//! applied from `schema/postgres/NNNN_*.sql` under a transaction-scoped
-//! advisory lock, so many devices can start at once.
+//! Delivery: each batch first goes as one binary `COPY samples FROM STDIN` in
+//! a transaction (the fast path: about \copy's rate on a drain). COPY knows no
+//! `ON CONFLICT`, so when the database refuses it for its data (SQLSTATE
+//! classes 22 and 23; usually 23505, a sample already stored: a resend after a
+//! crash, or a clock correction) it is rolled back and the batch goes again as
+//! one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT (sample_id) DO UPDATE …
+//! WHERE`, a single statement, so the batch commits atomically and a resend
+//! inserts nothing twice. The conflict clause updates only one thing in place:
+//! a row stored `unsynced` whose sample now arrives `corrected` gets the
+//! corrected `taken_at`, `clock` and `taken_at_raw` (one row per sample); any
+//! other resend changes nothing. A batch the INSERT too is refused for its
+//! data is split in halves until the refused samples are alone; they are
+//! reported as [`SinkError::RejectedSamples`], everything else is inserted.
+//! The schema is applied from `schema/postgres/NNNN_*.sql` under a
+//! transaction-scoped advisory lock, so many devices can start at once.
 //!
-//! Poolers: every statement is unnamed (tokio-postgres's `*_typed` calls:
-//! parse, bind and execute in one round trip) and nothing relies on session
-//! state (no `SET`, no named prepared statements, no session advisory locks),
-//! so PgBouncer in transaction mode — Azure Flexible Server's built-in pooler
-//! on port 6432 — may hand each statement to another server connection.
+//! Poolers: nothing relies on session state (no `SET`, no session advisory
+//! locks). Statements outside a transaction are unnamed (tokio-postgres's
+//! `*_typed` calls: parse, bind and execute in one round trip). The COPY's
+//! statement is named (tokio-postgres prepares COPY), but it is prepared, used
+//! and closed inside the batch's transaction, so PgBouncer in transaction mode
+//! — Azure Flexible Server's built-in pooler on port 6432 — keeps all of it on
+//! one server connection and it never outlives it; any other statement may
+//! run on another server connection.
 //!
 //! Timeouts: connecting (socket, TLS, start-up) is bounded by
 //! `connect_timeout`; a send is bounded by the forwarder, which drops it. A
