@@ -95,7 +95,7 @@ pub struct RawConfig {
     /// waiting for their correction, e.g. `"10m"` (default 10m, at most 24h;
     /// `"0s"` sends them at once, marked unsynced).
     pub clock_sync_wait: Option<String>,
-    /// Largest batch per Postgres statement (default 2000; 1 to 100000).
+    /// Largest batch per Postgres statement (default 5000; 1 to 100000).
     /// `u64`, not `usize`: on 32-bit targets (armhf) a huge value must get the
     /// same range message, not a type error.
     pub postgres_batch_size: Option<u64>,
@@ -391,7 +391,7 @@ impl RawConfig {
             "10m",
             CLOCK_SYNC_WAIT,
         )?;
-        let postgres_batch_size = self.postgres_batch_size.unwrap_or(2000);
+        let postgres_batch_size = self.postgres_batch_size.unwrap_or(5000);
         if !(1..=100_000).contains(&postgres_batch_size) {
             bail!(
                 "{where_}: \"postgres_batch_size\" is {postgres_batch_size}; it must be between 1 and 100000"

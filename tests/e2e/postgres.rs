@@ -395,3 +395,83 @@ fn a_postgres_restart_mid_run_loses_and_duplicates_nothing() {
     delivery_survives(&db, || cluster.restart());
     drop(db);
 }
+
+/// Records the first word of every statement that inserts into `samples`
+/// (`COPY` or `INSERT`) in `hxlog_test_statements`, from Postgres' own
+/// `current_query()`: a statement rolled back leaves no record.
+fn record_insert_statements(db: &TestDb) {
+    db.execute(
+        "CREATE TABLE hxlog_test_statements (kind text NOT NULL);
+         CREATE FUNCTION hxlog_test_record() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO hxlog_test_statements VALUES (upper(split_part(ltrim(current_query()), ' ', 1)));
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER hxlog_test_record AFTER INSERT ON samples
+             FOR EACH STATEMENT EXECUTE FUNCTION hxlog_test_record();",
+    );
+}
+
+fn statements(db: &TestDb, kind: &str) -> i64 {
+    db.scalar(&format!(
+        "SELECT count(*) FROM hxlog_test_statements WHERE kind = '{kind}'"
+    ))
+}
+
+#[test]
+fn a_drain_copies_its_batches() {
+    let db = db_or_skip!();
+    let l = logger(
+        &db,
+        None,
+        &[("PG_DB_SSLMODE", "disable")],
+        json!({"postgres_batch_size": 200}),
+    );
+    l.ok(&["migrate"]);
+    record_insert_statements(&db);
+    l.ok(&["simulate", "--count", "1000", "--interval", "10s"]);
+    l.ok(&["replay"]);
+    assert_eq!(db.samples(), 1000);
+    assert_eq!(statements(&db, "COPY"), 5, "one COPY per batch of 200");
+    assert_eq!(
+        db.scalar("SELECT count(*) FROM hxlog_test_statements WHERE kind <> 'COPY'"),
+        0,
+        "nothing but COPY when no sample is stored yet"
+    );
+}
+
+#[test]
+fn a_partly_stored_batch_is_delivered_exactly_once_through_the_fallback() {
+    let db = db_or_skip!();
+    let l = logger(
+        &db,
+        None,
+        &[("PG_DB_SSLMODE", "disable")],
+        json!({"postgres_batch_size": 200}),
+    );
+    l.ok(&["simulate", "--count", "1000", "--interval", "10s"]);
+    l.ok(&["replay"]);
+    assert_eq!(db.samples(), 1000);
+    // Every other row is lost, so each batch of the resend (as after a crash
+    // between the commit and the outbox's bookkeeping) is partly stored: its
+    // COPY hits unique violations, and the INSERT … ON CONFLICT stores the rest.
+    db.execute(
+        "DELETE FROM samples s USING (SELECT sample_id, row_number() OVER (ORDER BY taken_at) AS n FROM samples) x \
+         WHERE s.sample_id = x.sample_id AND x.n % 2 = 0",
+    );
+    assert_eq!(db.samples(), 500);
+    record_insert_statements(&db);
+    l.ok(&["replay", "--since", "1d", "--sink", "postgres"]);
+    assert_eq!(db.samples(), 1000, "every lost row restored");
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT sample_id) FROM samples"),
+        1000
+    );
+    assert_eq!(
+        statements(&db, "INSERT"),
+        5,
+        "one fallback INSERT per batch"
+    );
+    assert_eq!(statements(&db, "COPY"), 0, "every COPY was rolled back");
+    assert_eq!(l.sink("postgres")["pending"], 0);
+}
