@@ -236,17 +236,7 @@ impl Sampler {
         }
         self.unwritten.push_back(sample);
         let batch: Vec<Sample> = self.unwritten.iter().cloned().collect();
-        let result = self
-            .outbox
-            .call(move |o| {
-                if batch.len() == 1 {
-                    o.insert(&batch[0])
-                } else {
-                    o.insert_all(&batch)?;
-                    Ok(o.last()?.map(|s| s.seq).unwrap_or_default())
-                }
-            })
-            .await;
+        let result = self.outbox.call(move |o| o.take(&batch)).await;
         match result {
             Ok(seq) => {
                 if self

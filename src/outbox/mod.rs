@@ -22,6 +22,7 @@ use crate::efficiency::Efficiency;
 use crate::sample::{ClockStamp, ClockState, Reading, Sample, Source};
 
 pub mod alarms;
+pub mod journal;
 pub mod lock;
 pub mod read_only;
 
@@ -114,6 +115,18 @@ pub struct Hold {
     pub boottime_after_us: i64,
 }
 
+impl Hold {
+    /// Whether `s` is held back (the same rule as the SQL of
+    /// [`Outbox::pending_held`]).
+    fn holds(&self, s: &Sample) -> bool {
+        s.clock.state == ClockState::Unsynced
+            && s.clock.boot_id.as_deref() == Some(self.boot_id.as_str())
+            && s.clock
+                .boottime_us
+                .is_some_and(|b| b > self.boottime_after_us)
+    }
+}
+
 /// What [`Outbox::skip_to_newest`] skipped for a sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Skipped {
@@ -132,10 +145,18 @@ pub struct StoredAnchor {
     pub synced_at: Timestamp,
 }
 
-/// A connection to the outbox file.
+/// A connection to the outbox file (and, for reading, its sample journal).
 pub struct Outbox {
     conn: Connection,
     path: PathBuf,
+    /// This outbox's id: the journal must carry the same.
+    outbox_id: String,
+    sync: Synchronous,
+    /// The journal's writer, once this connection took or folded samples
+    /// (only under the sampler lock).
+    journal: Option<journal::Writer>,
+    /// The last fold failed (logged once until one succeeds).
+    fold_failing: bool,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -248,8 +269,13 @@ impl Outbox {
         let mut outbox = Outbox {
             conn,
             path: path.to_path_buf(),
+            outbox_id: String::new(),
+            sync,
+            journal: None,
+            fold_failing: false,
         };
         outbox.migrate(version as usize)?;
+        outbox.outbox_id = outbox.read_outbox_id()?;
         Ok(outbox)
     }
 
@@ -281,23 +307,165 @@ impl Outbox {
         &self.path
     }
 
-    /// Commits one sample durably and returns its seq.
+    fn read_outbox_id(&self) -> anyhow::Result<String> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM outbox_meta WHERE key = 'outbox_id'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    /// Takes `samples`: journals them (fdatasynced unless `sqlite_synchronous`
+    /// is `normal`), which is the commit that makes them durable, and returns
+    /// the last one's seq. Every [`journal::FOLD_RECORDS`] samples the journal
+    /// is folded into SQLite; a fold that fails is logged and retried at the
+    /// next sample (the samples are safe in the journal meanwhile). Only
+    /// under the sampler lock.
+    pub fn take(&mut self, samples: &[Sample]) -> anyhow::Result<i64> {
+        let last = self.writer()?.append(samples)?;
+        if self.journal.as_ref().is_some_and(|w| w.should_fold()) {
+            match self.fold() {
+                Ok(_) if self.fold_failing => {
+                    self.fold_failing = false;
+                    tracing::info!("folded the sample journal into the outbox again");
+                }
+                Ok(_) => {}
+                Err(e) if !self.fold_failing => {
+                    self.fold_failing = true;
+                    tracing::warn!(error = %format!("{e:#}"), journal = %journal::path_for(&self.path).display(),
+                        "cannot fold the sample journal into the outbox (disk full?); the samples stay in the journal, which grows while there is room, and the fold is retried at every sample");
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(last)
+    }
+
+    /// The journal's writer, opened (and its content checked) on first use.
+    fn writer(&mut self) -> anyhow::Result<&mut journal::Writer> {
+        if self.journal.is_none() {
+            let path = journal::path_for(&self.path);
+            let hwm = self.hwm()?;
+            let (w, scan) =
+                journal::Writer::open(&path, &self.outbox_id, hwm, self.sync == Synchronous::Full)?;
+            for (offset, bytes) in &scan.damaged {
+                tracing::error!(journal = %path.display(), offset, bytes,
+                    "the sample journal has an unreadable record (damaged storage?): the samples in it are lost; the others are kept");
+            }
+            self.journal = Some(w);
+        }
+        Ok(self.journal.as_mut().expect("opened above"))
+    }
+
+    /// Moves the journal's samples into SQLite (one transaction, fsynced
+    /// whatever `sqlite_synchronous` says: the journal is then started over)
+    /// and returns how many. Only under the sampler lock.
+    pub fn fold(&mut self) -> anyhow::Result<usize> {
+        self.writer()?;
+        let (tail, _) = self.tail()?;
+        if !tail.is_empty() {
+            self.conn.pragma_update(None, "synchronous", "FULL")?;
+            let result = (|| {
+                let tx = self.conn.transaction()?;
+                {
+                    let mut stmt = tx.prepare_cached(FOLD_SQL)?;
+                    for s in &tail {
+                        let mut values = row_values(&s.sample)?;
+                        values.push(s.seq.into());
+                        stmt.execute(rusqlite::params_from_iter(values))?;
+                    }
+                }
+                tx.commit()?;
+                anyhow::Ok(())
+            })();
+            if self.sync == Synchronous::Normal {
+                self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+            }
+            result.with_context(|| {
+                format!("folding the sample journal into {}", self.path.display())
+            })?;
+        }
+        if let Some(w) = self.journal.as_mut() {
+            w.reset();
+        }
+        Ok(tail.len())
+    }
+
+    /// The highest seq SQLite ever gave or was given (0 when none); it never
+    /// decreases, pruning included.
+    fn hwm(&self) -> anyhow::Result<i64> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'samples'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    /// The journal's samples that are not in SQLite yet (seq order), and the
+    /// high-water mark of SQLite read after the journal. A reader asks SQLite
+    /// only for seqs up to that mark: a fold between the two reads then
+    /// shows each sample once, never twice or not at all.
+    fn tail(&self) -> anyhow::Result<(Vec<Stored>, i64)> {
+        let scan = journal::read(&journal::path_for(&self.path), &self.outbox_id)?;
+        let hwm = self.hwm()?;
+        Ok((
+            scan.records.into_iter().filter(|s| s.seq > hwm).collect(),
+            hwm,
+        ))
+    }
+
+    /// A sink's cursor: every sample up to it is delivered.
+    fn cursor(&self, sink: &str) -> anyhow::Result<i64> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT delivered_seq FROM sinks WHERE name = ?1",
+                [sink],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// Commits one sample directly to SQLite (after folding any journal) and
+    /// returns its seq. Tests and imports; the sampler uses [`Outbox::take`].
     pub fn insert(&mut self, sample: &Sample) -> anyhow::Result<i64> {
+        self.fold_before_insert()?;
         let mut stmt = self.conn.prepare_cached(INSERT_SQL)?;
-        bind_and_insert(&mut stmt, sample)?;
+        stmt.execute(rusqlite::params_from_iter(row_values(sample)?))?;
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Commits many samples in one transaction.
+    /// Commits many samples in one transaction, directly to SQLite (after
+    /// folding any journal), as `simulate` does. Only under the sampler lock.
     pub fn insert_all(&mut self, samples: &[Sample]) -> anyhow::Result<()> {
+        self.fold_before_insert()?;
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(INSERT_SQL)?;
             for s in samples {
-                bind_and_insert(&mut stmt, s)?;
+                stmt.execute(rusqlite::params_from_iter(row_values(s)?))?;
             }
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Samples inserted directly get their seqs from SQLite, so the journal
+    /// must be empty first, and the writer learns the new seqs by reopening.
+    fn fold_before_insert(&mut self) -> anyhow::Result<()> {
+        if self.journal.is_some() || journal::path_for(&self.path).exists() {
+            self.fold()?;
+            self.journal = None;
+        }
         Ok(())
     }
 
@@ -325,26 +493,37 @@ impl Outbox {
         limit: usize,
         hold: Option<&Hold>,
     ) -> anyhow::Result<Vec<Stored>> {
-        let Some(hold) = hold else {
-            let mut stmt = self.conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM samples WHERE seq > \
-                 (SELECT coalesce((SELECT delivered_seq FROM sinks WHERE name = ?1), 0)) \
-                 ORDER BY seq LIMIT ?2"
-            ))?;
-            let rows = stmt.query_map(params![sink, limit as i64], decode_row)?;
-            return rows.map(|r| r.map_err(anyhow::Error::from)).collect();
+        let cursor = self.cursor(sink)?;
+        let (tail, hwm) = self.tail()?;
+        // the first held sample in SQLite ends the batch there
+        let first_held: Option<i64> = match hold {
+            None => None,
+            Some(h) => self.conn.query_row(
+                "SELECT min(seq) FROM samples WHERE clock = 'unsynced' AND boot_id = ?1 \
+                 AND boottime_us > ?2 AND seq > ?3 AND seq <= ?4",
+                params![h.boot_id, h.boottime_after_us, cursor, hwm],
+                |r| r.get(0),
+            )?,
         };
+        let bound = first_held.map_or(hwm, |s| s - 1);
+        let mut out = self.seq_range(cursor, bound, limit)?;
+        if first_held.is_none() {
+            for s in tail.into_iter().filter(|s| s.seq > cursor) {
+                if out.len() >= limit || hold.is_some_and(|h| h.holds(&s.sample)) {
+                    break;
+                }
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` samples in SQLite with `after < seq <= up_to`, in order.
+    fn seq_range(&self, after: i64, up_to: i64, limit: usize) -> anyhow::Result<Vec<Stored>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "WITH cursor AS (SELECT coalesce((SELECT delivered_seq FROM sinks WHERE name = ?1), 0) AS seq) \
-             SELECT {COLUMNS} FROM samples WHERE seq > (SELECT seq FROM cursor) \
-             AND seq < coalesce((SELECT min(seq) FROM samples WHERE clock = 'unsynced' AND boot_id = ?3 \
-                 AND boottime_us > ?4 AND seq > (SELECT seq FROM cursor)), 9223372036854775807) \
-             ORDER BY seq LIMIT ?2"
+            "SELECT {COLUMNS} FROM samples WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3"
         ))?;
-        let rows = stmt.query_map(
-            params![sink, limit as i64, hold.boot_id, hold.boottime_after_us],
-            decode_row,
-        )?;
+        let rows = stmt.query_map(params![after, up_to, limit as i64], decode_row)?;
         rows.map(|r| r.map_err(anyhow::Error::from)).collect()
     }
 
@@ -355,6 +534,8 @@ impl Outbox {
     /// boot is kept (a later step while synced does not move it). Returns the
     /// number of samples corrected; writes nothing when there is nothing to do.
     pub fn record_sync(&mut self, anchor: &Anchor, now: Timestamp) -> anyhow::Result<usize> {
+        // the samples to correct must be in SQLite
+        self.fold()?;
         let known = self.anchor(&anchor.boot_id)?.is_some();
         let unsynced: bool = self.conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM samples WHERE clock = 'unsynced' AND boot_id = ?1)",
@@ -452,13 +633,14 @@ impl Outbox {
 
     /// Number of samples not yet delivered to `sink`.
     pub fn pending_count(&self, sink: &str) -> anyhow::Result<u64> {
+        let cursor = self.cursor(sink)?;
+        let (tail, hwm) = self.tail()?;
         let n: i64 = self.conn.query_row(
-            "SELECT count(*) FROM samples WHERE seq > \
-             (SELECT coalesce((SELECT delivered_seq FROM sinks WHERE name = ?1), 0))",
-            [sink],
+            "SELECT count(*) FROM samples WHERE seq > ?1 AND seq <= ?2",
+            [cursor, hwm],
             |r| r.get(0),
         )?;
-        Ok(n as u64)
+        Ok(n as u64 + tail.iter().filter(|s| s.seq > cursor).count() as u64)
     }
 
     /// Records that `sink` durably accepted every sample up to `up_to_seq`
@@ -478,26 +660,30 @@ impl Outbox {
     /// without delivering anything (a sink that should start from now);
     /// returns how many of each were pending for it. A cursor never moves back.
     pub fn skip_to_newest(&mut self, sink: &str) -> anyhow::Result<Skipped> {
+        let (tail, hwm) = self.tail()?;
         let tx = self.conn.transaction()?;
-        let (samples, alarm_events): (i64, i64) = tx.query_row(
-            "SELECT (SELECT count(*) FROM samples WHERE seq > \
-             (SELECT coalesce((SELECT delivered_seq FROM sinks WHERE name = ?1), 0))), \
+        let (cursor, samples, newest, alarm_events): (i64, i64, i64, i64) = tx.query_row(
+            "WITH c AS (SELECT coalesce((SELECT delivered_seq FROM sinks WHERE name = ?1), 0) AS seq) \
+             SELECT (SELECT seq FROM c), \
+             (SELECT count(*) FROM samples WHERE seq > (SELECT seq FROM c) AND seq <= ?2), \
+             (SELECT coalesce(max(seq), 0) FROM samples WHERE seq <= ?2), \
              (SELECT count(*) FROM alarm_events WHERE seq > \
              (SELECT coalesce((SELECT alarm_seq FROM sinks WHERE name = ?1), 0)))",
-            [sink],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            params![sink, hwm],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?;
+        let newest = tail.last().map_or(newest, |s| s.seq);
+        let samples = samples as u64 + tail.iter().filter(|s| s.seq > cursor).count() as u64;
         tx.execute(
             "INSERT INTO sinks (name, delivered_seq, alarm_seq) \
-             VALUES (?1, (SELECT coalesce(max(seq), 0) FROM samples), \
-             (SELECT coalesce(max(seq), 0) FROM alarm_events)) \
+             VALUES (?1, ?2, (SELECT coalesce(max(seq), 0) FROM alarm_events)) \
              ON CONFLICT (name) DO UPDATE SET delivered_seq = max(delivered_seq, excluded.delivered_seq), \
              alarm_seq = max(alarm_seq, excluded.alarm_seq)",
-            [sink],
+            params![sink, newest],
         )?;
         tx.commit()?;
         Ok(Skipped {
-            samples: samples as u64,
+            samples,
             alarm_events: alarm_events as u64,
         })
     }
@@ -574,16 +760,25 @@ impl Outbox {
         let since = since.map(|t| t.as_microsecond()).unwrap_or(i64::MIN);
         let until = until.map(|t| t.as_microsecond()).unwrap_or(i64::MAX);
         let (after_t, after_s) = after.unwrap_or((i64::MIN, i64::MIN));
+        let (tail, hwm) = self.tail()?;
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM samples \
              WHERE taken_at_us >= ?1 AND taken_at_us < ?2 AND (taken_at_us, seq) > (?3, ?4) \
-             ORDER BY taken_at_us, seq LIMIT ?5"
+             AND seq <= ?6 ORDER BY taken_at_us, seq LIMIT ?5"
         ))?;
         let rows = stmt.query_map(
-            params![since, until, after_t, after_s, limit as i64],
+            params![since, until, after_t, after_s, limit as i64, hwm],
             decode_row,
         )?;
-        rows.map(|r| r.map_err(anyhow::Error::from)).collect()
+        let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        let key = |s: &Stored| (s.sample.taken_at.as_microsecond(), s.seq);
+        out.extend(tail.into_iter().filter(|s| {
+            let (t, seq) = key(s);
+            t >= since && t < until && (t, seq) > (after_t, after_s)
+        }));
+        out.sort_by_key(key);
+        out.truncate(limit);
+        Ok(out)
     }
 
     /// Calls `f` for every sample in `[since, until)`, oldest first, a page at a
@@ -632,14 +827,20 @@ impl Outbox {
             .optional()?;
         let (delivered_seq, delivered_count, success, error, class, error_at, backoff, rejected) =
             row.unwrap_or((0, 0, None, None, None, None, None, 0));
+        let (tail, hwm) = self.tail()?;
         let oldest_pending: Option<i64> = self
             .conn
             .query_row(
-                "SELECT taken_at_us FROM samples WHERE seq > ?1 ORDER BY seq LIMIT 1",
-                [delivered_seq],
+                "SELECT taken_at_us FROM samples WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT 1",
+                [delivered_seq, hwm],
                 |r| r.get(0),
             )
             .optional()?;
+        let oldest_pending = oldest_pending.or_else(|| {
+            tail.iter()
+                .find(|s| s.seq > delivered_seq)
+                .map(|s| s.sample.taken_at.as_microsecond())
+        });
         Ok(SinkState {
             name: name.to_string(),
             pending: self.pending_count(name)?,
@@ -664,20 +865,35 @@ impl Outbox {
 
     /// The newest sample, if any.
     pub fn last(&self) -> anyhow::Result<Option<Stored>> {
+        let (mut tail, hwm) = self.tail()?;
+        if let Some(s) = tail.pop() {
+            return Ok(Some(s));
+        }
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM samples ORDER BY seq DESC LIMIT 1"
+            "SELECT {COLUMNS} FROM samples WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1"
         ))?;
-        Ok(stmt.query_row([], decode_row).optional()?)
+        Ok(stmt.query_row([hwm], decode_row).optional()?)
     }
 
     /// Counts and per-sink state for `hxlog status`.
     pub fn status(&self, sinks: &[&str]) -> anyhow::Result<OutboxStatus> {
+        let (tail, hwm) = self.tail()?;
         let (samples, mock, oldest, newest, unsynced, corrected): (i64, i64, Option<i64>, Option<i64>, i64, i64) = self.conn.query_row(
             "SELECT count(*), coalesce(sum(source = 'mock'), 0), min(taken_at_us), max(taken_at_us), \
-             coalesce(sum(clock = 'unsynced'), 0), coalesce(sum(clock = 'corrected'), 0) FROM samples",
-            [],
+             coalesce(sum(clock = 'unsynced'), 0), coalesce(sum(clock = 'corrected'), 0) FROM samples \
+             WHERE seq <= ?1",
+            [hwm],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
         )?;
+        let times = tail.iter().map(|s| s.sample.taken_at.as_microsecond());
+        let oldest = oldest.into_iter().chain(times.clone()).min();
+        let newest = newest.into_iter().chain(times).max();
+        let count =
+            |f: &dyn Fn(&Sample) -> bool| tail.iter().filter(|s| f(&s.sample)).count() as i64;
+        let samples = samples + tail.len() as i64;
+        let mock = mock + count(&|s| s.source == Source::Mock);
+        let unsynced = unsynced + count(&|s| s.clock.state == ClockState::Unsynced);
+        let corrected = corrected + count(&|s| s.clock.state == ClockState::Corrected);
         let outbox_id: String = self
             .conn
             .query_row(
@@ -735,12 +951,14 @@ impl Outbox {
 }
 
 impl Outbox {
-    /// Caps the file at `pages` pages (SQLite's `max_page_count`), so tests can
-    /// see what a full disk does.
+    /// Caps the file at `pages` pages (SQLite's `max_page_count`) and the
+    /// sample journal at as many 4 KiB, so tests can see what a full disk does.
     #[cfg(test)]
-    pub fn limit_pages_for_tests(&self, pages: u64) -> anyhow::Result<()> {
+    pub fn limit_pages_for_tests(&mut self, pages: u64) -> anyhow::Result<()> {
         self.conn
             .pragma_update(None, "max_page_count", pages as i64)?;
+        self.writer()?
+            .limit_len_for_tests(pages.saturating_mul(4096));
         Ok(())
     }
 
@@ -813,25 +1031,34 @@ const INSERT_SQL: &str = "INSERT INTO samples (id, device_id, taken_at_us, sourc
      clock, boot_id, boottime_us, taken_at_raw_us) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (id) DO NOTHING";
 
-fn bind_and_insert(stmt: &mut rusqlite::CachedStatement<'_>, s: &Sample) -> anyhow::Result<()> {
-    let readings = serde_json::to_string(&s.readings)?;
+/// A journaled sample keeps its seq; a fold that is repeated (a crash between
+/// the fold's commit and the journal's reset) inserts nothing twice.
+const FOLD_SQL: &str = "INSERT OR IGNORE INTO samples (id, device_id, taken_at_us, source, readings, \
+     hot_effectiveness, cold_effectiveness, effectiveness, lmtd, \
+     clock, boot_id, boottime_us, taken_at_raw_us, seq) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+
+/// A sample's column values, in `INSERT_SQL`'s order.
+fn row_values(s: &Sample) -> anyhow::Result<Vec<rusqlite::types::Value>> {
+    use rusqlite::types::Value;
     let e = &s.efficiency;
-    stmt.execute(params![
-        s.id.as_bytes().as_slice(),
-        s.device_id,
-        s.taken_at.as_microsecond(),
-        s.source.as_str(),
-        readings,
-        e.hot_effectiveness,
-        e.cold_effectiveness,
-        e.effectiveness,
-        e.lmtd,
-        s.clock.state.as_str(),
-        s.clock.boot_id,
-        s.clock.boottime_us,
-        s.clock.taken_at_raw.map(|t| t.as_microsecond()),
-    ])?;
-    Ok(())
+    let real = |v: Option<f64>| v.map_or(Value::Null, Value::Real);
+    let int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
+    Ok(vec![
+        Value::Blob(s.id.as_bytes().to_vec()),
+        Value::Text(s.device_id.clone()),
+        Value::Integer(s.taken_at.as_microsecond()),
+        Value::Text(s.source.as_str().to_string()),
+        Value::Text(serde_json::to_string(&s.readings)?),
+        real(e.hot_effectiveness),
+        real(e.cold_effectiveness),
+        real(e.effectiveness),
+        real(e.lmtd),
+        Value::Text(s.clock.state.as_str().to_string()),
+        s.clock.boot_id.clone().map_or(Value::Null, Value::Text),
+        int(s.clock.boottime_us),
+        int(s.clock.taken_at_raw.map(|t| t.as_microsecond())),
+    ])
 }
 
 pub(crate) fn decode_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
@@ -920,3 +1147,6 @@ mod tests;
 
 #[cfg(test)]
 mod clock_tests;
+
+#[cfg(test)]
+mod journal_tests;

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use jiff::Timestamp;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 
-use super::{COLUMNS, MIGRATIONS, Outbox, Stored, check_header, decode_row, ts};
+use super::{COLUMNS, MIGRATIONS, Outbox, Stored, check_header, decode_row};
 
 /// Failures recorded for one sink and class.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,66 +52,76 @@ impl Outbox {
                 MIGRATIONS.len()
             );
         }
-        Ok(Outbox {
+        let mut outbox = Outbox {
             conn,
             path: path.to_path_buf(),
-        })
+            outbox_id: String::new(),
+            sync: crate::config::Synchronous::Full,
+            journal: None,
+            fold_failing: false,
+        };
+        outbox.outbox_id = outbox.read_outbox_id()?;
+        Ok(outbox)
     }
 
     /// `taken_at` of the newest `n` samples (by seq), newest first.
     pub fn recent_times(&self, n: usize) -> anyhow::Result<Vec<Timestamp>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT taken_at_us FROM samples ORDER BY seq DESC LIMIT ?1")?;
-        let rows = stmt.query_map([n as i64], |r| r.get::<_, i64>(0))?;
-        let mut out = vec![];
-        for us in rows {
-            out.extend(ts(us?));
-        }
-        Ok(out)
+        Ok(self
+            .recent(n)?
+            .into_iter()
+            .map(|s| s.sample.taken_at)
+            .collect())
     }
 
-    /// The newest `n` samples (by seq), newest first.
+    /// The newest `n` samples (by seq), newest first: the journal's, then
+    /// SQLite's.
     pub fn recent(&self, n: usize) -> anyhow::Result<Vec<Stored>> {
+        let (tail, hwm) = self.tail()?;
+        let mut out: Vec<Stored> = tail.into_iter().rev().take(n).collect();
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM samples ORDER BY seq DESC LIMIT ?1"
+            "SELECT {COLUMNS} FROM samples WHERE seq <= ?1 ORDER BY seq DESC LIMIT ?2"
         ))?;
-        let rows = stmt.query_map([n as i64], decode_row)?;
-        rows.map(|r| r.map_err(anyhow::Error::from)).collect()
+        let rows = stmt.query_map(params![hwm, (n - out.len()) as i64], decode_row)?;
+        for r in rows {
+            out.push(r?);
+        }
+        Ok(out)
     }
 
     /// The highest seq ever given to a sample (0 when none): it never
     /// decreases, pruning included.
     pub fn max_seq(&self) -> anyhow::Result<i64> {
-        let seq: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'samples'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(seq.unwrap_or(0))
+        let (tail, hwm) = self.tail()?;
+        Ok(tail.last().map_or(hwm, |s| s.seq))
     }
 
     /// Up to `limit` samples with a seq above `seq`, in seq order.
     pub fn after_seq(&self, seq: i64, limit: usize) -> anyhow::Result<Vec<Stored>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM samples WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-        ))?;
-        let rows = stmt.query_map(params![seq, limit as i64], decode_row)?;
-        rows.map(|r| r.map_err(anyhow::Error::from)).collect()
+        let (tail, hwm) = self.tail()?;
+        let mut out = self.seq_range(seq, hwm, limit)?;
+        let room = limit - out.len();
+        out.extend(tail.into_iter().filter(|s| s.seq > seq).take(room));
+        Ok(out)
     }
 
     /// Samples taken in `[since, until)` and whether any of them is mock.
     pub fn count_in(&self, since: Timestamp, until: Timestamp) -> anyhow::Result<(u64, bool)> {
+        let (tail, hwm) = self.tail()?;
         let (n, mock): (i64, i64) = self.conn.query_row(
             "SELECT count(*), coalesce(max(source = 'mock'), 0) FROM samples \
-             WHERE taken_at_us >= ?1 AND taken_at_us < ?2",
-            params![since.as_microsecond(), until.as_microsecond()],
+             WHERE taken_at_us >= ?1 AND taken_at_us < ?2 AND seq <= ?3",
+            params![since.as_microsecond(), until.as_microsecond(), hwm],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        Ok((n as u64, mock != 0))
+        let inside: Vec<&Stored> = tail
+            .iter()
+            .filter(|s| s.sample.taken_at >= since && s.sample.taken_at < until)
+            .collect();
+        let mock = mock != 0
+            || inside
+                .iter()
+                .any(|s| s.sample.source == crate::sample::Source::Mock);
+        Ok((n as u64 + inside.len() as u64, mock))
     }
 
     /// Failures recorded per sink and class.

@@ -145,8 +145,9 @@ pub fn seed(device_id: &str) -> u64 {
     fnv1a(device_id.as_bytes())
 }
 
-/// FNV-1a, to turn a name into a hash input.
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// FNV-1a, to turn a name into a hash input (and the sample journal's
+/// check on a record: a torn write fails it).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
