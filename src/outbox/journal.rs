@@ -530,6 +530,10 @@ mod tests {
         assert_eq!((w3.next_seq(), w3.records()), (7, 0));
     }
 
+    fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
+
     #[test]
     fn a_torn_record_is_not_read_and_a_damaged_one_is_reported() {
         let dir = tempfile::tempdir().unwrap();
@@ -540,8 +544,12 @@ mod tests {
         }
         let mut bytes = std::fs::read(&path).unwrap();
         let rec = padded(RECORD_HEAD + encode(&sample(0)).unwrap().len());
-        // the second record damaged in its payload
-        bytes[SECTOR + rec + RECORD_HEAD + 5] ^= 0x40;
+        // the second record damaged in its payload, still valid JSON: a
+        // digit of its time changed (only the hash tells)
+        let at = SECTOR + rec + RECORD_HEAD;
+        let digit = at + find(&bytes[at..], b"\"taken_at_us\":").unwrap() + 14;
+        let good = bytes[digit];
+        bytes[digit] = if good == b'1' { b'2' } else { b'1' };
         std::fs::write(&path, &bytes).unwrap();
         let scan = read(&path, "box").unwrap();
         assert_eq!(
@@ -549,8 +557,8 @@ mod tests {
             [1, 3]
         );
         assert_eq!(scan.damaged, [((SECTOR + rec) as u64, rec as u64)]);
-        // the last record torn: only the first is read
-        bytes[SECTOR + rec + RECORD_HEAD + 5] ^= 0x40;
+        // the last record torn: only the first two are read
+        bytes[digit] = good;
         bytes[SECTOR + 2 * rec + RECORD_HEAD + 1] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
         let scan = read(&path, "box").unwrap();
