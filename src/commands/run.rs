@@ -86,7 +86,8 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let sampler = Sampler::new(sensors, config.device_id.clone(), SharedOutbox::new(outbox))
+    let sampler_outbox = SharedOutbox::new(outbox);
+    let sampler = Sampler::new(sensors, config.device_id.clone(), sampler_outbox.clone())
         .with_clock_sync(config.clock_sync.clone())
         .with_alarms(config.alarms.clone());
     crate::notify::ready("sampling");
@@ -121,6 +122,11 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     .await;
     if drained.is_err() {
         warn!("forwarders did not stop in time; undelivered batches will be resent next start");
+    }
+    // At rest the outbox file holds every sample (a backup of it, or an
+    // older hxlog, sees them all); the journal is the running logger's.
+    if let Err(e) = sampler_outbox.call(|o| o.fold()).await {
+        warn!(error = %format!("{e:#}"), "cannot fold the sample journal into the outbox; its samples stay in the journal and are read from there");
     }
     result?;
     info!("stopped");

@@ -171,7 +171,8 @@ fn header(outbox_id: &str) -> Vec<u8> {
 enum Owner {
     /// This outbox's.
     Ours,
-    /// Another outbox's (the outbox file was replaced).
+    /// Another outbox's (the outbox file was replaced: moved aside when
+    /// damaged, or restored from a backup).
     Other(String),
     /// Not a journal (or a header torn while it was created).
     Unreadable,
@@ -311,13 +312,21 @@ impl Writer {
         let ctx = || format!("cannot open the sample journal {}", path.display());
         let mut scan = Scan::default();
         let mut existing = None;
+        let mut adopted = None;
         match std::fs::read(path) {
             Ok(bytes) => match owner(&bytes, outbox_id) {
                 Owner::Ours => {
                     scan = scan_bytes(&bytes);
                     existing = Some(bytes.len() as u64);
                 }
-                other => {
+                Owner::Other(id) => {
+                    // The outbox was replaced; the journal's samples are the
+                    // newest this logger took: they go into the new outbox.
+                    scan = scan_bytes(&bytes);
+                    existing = Some(bytes.len() as u64);
+                    adopted = Some(id);
+                }
+                Owner::Unreadable => {
                     let aside = PathBuf::from(format!(
                         "{}.{}.bad",
                         path.display(),
@@ -327,11 +336,8 @@ impl Writer {
                     tracing::warn!(
                         journal = %path.display(),
                         moved_to = %aside.display(),
-                        "the sample journal {}; moved it aside and started a new one",
-                        match other {
-                            Owner::Other(id) => format!("belongs to another outbox ({id})"),
-                            _ => "is not an hxlog journal".to_string(),
-                        }
+                        "the sample journal {} is not an hxlog journal (damaged?); moved it aside and started a new one",
+                        path.display()
                     );
                 }
             },
@@ -362,6 +368,12 @@ impl Writer {
                 GROW
             }
         };
+        if let Some(id) = adopted {
+            file.write_all_at(&header(outbox_id), 0).with_context(ctx)?;
+            file.sync_data().with_context(ctx)?;
+            tracing::warn!(journal = %path.display(), samples = scan.records.iter().filter(|s| s.seq > hwm).count(),
+                "the sample journal belonged to outbox {id} (the outbox file was replaced); its samples go into this outbox");
+        }
         let direct = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT)
@@ -569,12 +581,21 @@ mod tests {
     }
 
     #[test]
-    fn a_foreign_or_garbage_journal_is_moved_aside_not_deleted() {
+    fn a_replaced_outbox_adopts_the_journal_and_garbage_is_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.journal");
         let (mut w, _) = Writer::open(&path, "old-box", 0, true).unwrap();
-        w.append(&[sample(0)]).unwrap();
+        w.append(&[sample(0), sample(1)]).unwrap();
         drop(w);
+        // the outbox was moved aside and a new one made: its samples stay
+        let (w, scan) = Writer::open(&path, "new-box", 0, true).unwrap();
+        assert_eq!(scan.records.len(), 2);
+        assert_eq!(w.next_seq(), 3);
+        assert_eq!(read(&path, "new-box").unwrap().records.len(), 2);
+        assert!(read(&path, "old-box").unwrap().records.is_empty());
+        drop(w);
+        // garbage: moved aside, never deleted
+        std::fs::write(&path, b"not a journal at all").unwrap();
         let (w, scan) = Writer::open(&path, "new-box", 0, true).unwrap();
         assert!(scan.records.is_empty());
         assert_eq!(w.next_seq(), 1);
@@ -584,11 +605,7 @@ mod tests {
             .filter(|n| n.ends_with(".bad"))
             .collect();
         assert_eq!(aside.len(), 1, "{aside:?}");
-        let kept = read(&dir.path().join(&aside[0]), "old-box").unwrap();
-        assert_eq!(kept.records.len(), 1);
-        // garbage
-        std::fs::write(&path, b"not a journal at all").unwrap();
-        let (_, scan) = Writer::open(&path, "new-box", 0, true).unwrap();
-        assert!(scan.records.is_empty());
+        let kept = std::fs::read(dir.path().join(&aside[0])).unwrap();
+        assert_eq!(kept, b"not a journal at all");
     }
 }

@@ -169,7 +169,8 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
 fn corrupt_hint(path: &Path) -> String {
     format!(
-        "the file was left untouched; move it aside (mv {p} {p}.bad) to let hxlog start a new outbox, \
+        "the file was left untouched; move it aside (mv {p} {p}.bad) to let hxlog start a new outbox \
+         (the newest samples, still in {p}.journal, go into the new one), \
          and recover its samples with `sqlite3 {p}.bad .recover` if needed",
         p = path.display()
     )
