@@ -535,8 +535,15 @@ impl Outbox {
     /// boot is kept (a later step while synced does not move it). Returns the
     /// number of samples corrected; writes nothing when there is nothing to do.
     pub fn record_sync(&mut self, anchor: &Anchor, now: Timestamp) -> anyhow::Result<usize> {
-        // the samples to correct must be in SQLite
-        self.fold()?;
+        // the samples to correct must be in SQLite (a fold only when the
+        // journal holds some: timer mode would otherwise fold every sample)
+        let (tail, _) = self.tail()?;
+        if tail.iter().any(|s| {
+            s.sample.clock.state == ClockState::Unsynced
+                && s.sample.clock.boot_id.as_deref() == Some(anchor.boot_id.as_str())
+        }) {
+            self.fold()?;
+        }
         let known = self.anchor(&anchor.boot_id)?.is_some();
         let unsynced: bool = self.conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM samples WHERE clock = 'unsynced' AND boot_id = ?1)",
