@@ -46,7 +46,6 @@ pub async fn drain(
     for sink in &sinks {
         total += outbox.pending_count(sink.name())?;
     }
-    drop(outbox);
     let mut replay = Replay::start(config, total, give_up_after)?;
     replay.failed = config_errors;
     for sink in sinks {
@@ -55,7 +54,12 @@ pub async fn drain(
             .tasks
             .spawn(async move { (sink.name(), forward(sink, outbox, opts).await) });
     }
-    replay.finish("delivered").await
+    let result = replay.finish("delivered").await;
+    // Timer mode: the next process opens an empty WAL instead of rebuilding
+    // the WAL index of this one's acks (most of its writes to the card).
+    // Kept open until here so that this is not a first open itself.
+    outbox.checkpoint_if_idle();
+    result
 }
 
 /// Re-sends the samples taken in `[since, until)` to the configured sinks
