@@ -20,7 +20,9 @@
 # tmpfs, where write_bytes would read 0).
 #
 # Usage: scripts/bench-wear.sh [N]   (samples measured per mode, default 120)
-# Env: WARM (warm-up samples, default 20), MODES ("run timer"), HXLOG_BIN (a
+# Env: WARM (warm-up samples, default 20), MODES ("run timer"), INTERVAL
+# (seconds between samples, default 1; at 30 the kernel writes dirty pages
+# back between two samples, as on a Pi at the default interval), HXLOG_BIN (a
 # binary to measure instead of building this tree's, e.g. a baseline build).
 # Needs: the local PostgreSQL (PGHOST/PGPORT/PGUSER, default 127.0.0.1:5432
 # postgres), psql, python3.
@@ -28,6 +30,7 @@ set -euo pipefail
 
 N=${1:-120}
 WARM=${WARM:-20}
+INTERVAL=${INTERVAL:-1}
 MODES=${MODES:-"run timer"}
 PGHOST=${PGHOST:-127.0.0.1}
 PGPORT=${PGPORT:-5432}
@@ -60,11 +63,11 @@ for _ in $(seq 100); do [ -s "$WORK/wps.out" ] && break; sleep 0.1; done
 WPS_CONN=$(head -n1 "$WORK/wps.out")
 psql -q -d postgres -c "CREATE DATABASE $DB" >/dev/null
 
-python3 - "$BIN" "$WORK" "$N" "$WARM" "$MODES" "$DB" "$WPS_CONN" <<'PY'
+python3 - "$BIN" "$WORK" "$N" "$WARM" "$MODES" "$DB" "$WPS_CONN" "$INTERVAL" <<'PY'
 import json, os, signal, subprocess, sys, time
 
-binary, work, n, warm, modes, db, wps = sys.argv[1:]
-n, warm = int(n), int(warm)
+binary, work, n, warm, modes, db, wps, interval = sys.argv[1:]
+n, warm, interval = int(n), int(warm), int(interval)
 env = dict(os.environ)
 
 
@@ -73,7 +76,7 @@ def setup(mode):
     os.makedirs(d)
     with open(os.path.join(d, "hxlog.json"), "w") as f:
         json.dump({"device_id": "bench-01", "data_dir": "data", "sensor_source": "mock",
-                   "interval": "1s", "secrets": "secrets.json", "clock_sync": "always"}, f)
+                   "interval": f"{interval}s", "secrets": "secrets.json", "clock_sync": "always"}, f)
     with open(os.path.join(d, "secrets.json"), "w") as f:
         json.dump({"PG_DB_HOST": env["PGHOST"], "PG_DB_PORT": env["PGPORT"], "PG_DB_NAME": db,
                    "PG_DB_USER": env["PGUSER"], "PG_DB_PASSWORD": "", "PG_DB_SSLMODE": "disable",
@@ -122,7 +125,7 @@ def run_mode():
     p = subprocess.Popen(hx(d, "run"), cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     tee = subprocess.Popen(["cat"], stdin=p.stderr, stdout=log)
     try:
-        deadline = time.monotonic() + warm * 3 + 60
+        deadline = time.monotonic() + warm * 3 * interval + 60
         while True:
             time.sleep(0.5)
             if time.monotonic() > deadline:
@@ -179,7 +182,7 @@ def timer_mode():
                 total[k] += s_io[k] + r_io[k]
             cpu.append(ru.ru_utime + ru.ru_stime)
             rss.append(ru.ru_maxrss)
-        time.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
+        time.sleep(max(0.0, interval - (time.monotonic() - t)))
     cpu.sort()
     report("timer", total, n,
            f"  `hxlog sample`: CPU {cpu[len(cpu) // 2] * 1000:.1f} ms (median; max {cpu[-1] * 1000:.1f}), "
