@@ -16,6 +16,10 @@
 //! other resend changes nothing. A batch the INSERT too is refused for its
 //! data is split in halves until the refused samples are alone; they are
 //! reported as [`SinkError::RejectedSamples`], everything else is inserted.
+//! When the `ROLLBACK` of a refused COPY fails (the link lost), the connection
+//! is dropped (the server ends the transaction with it) and the INSERT runs on
+//! a fresh one: the COPY's answer, never the ROLLBACK's, decides the batch's
+//! path.
 //! The schema is applied from `schema/postgres/NNNN_*.sql` under a
 //! transaction-scoped advisory lock, so many devices can start at once.
 //!
