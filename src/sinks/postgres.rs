@@ -16,6 +16,10 @@
 //! other resend changes nothing. A batch the INSERT too is refused for its
 //! data is split in halves until the refused samples are alone; they are
 //! reported as [`SinkError::RejectedSamples`], everything else is inserted.
+//! When the `ROLLBACK` of a refused COPY fails (the link lost), the connection
+//! is dropped (the server ends the transaction with it) and the INSERT runs on
+//! a fresh one: the COPY's answer, never the ROLLBACK's, decides the batch's
+//! path.
 //! The schema is applied from `schema/postgres/NNNN_*.sql` under a
 //! transaction-scoped advisory lock, so many devices can start at once.
 //!
@@ -500,9 +504,22 @@ impl From<tokio_postgres::Error> for CopyFailure {
     }
 }
 
+/// A COPY that did not commit: why, and whether its connection is still fit
+/// for the next statement.
+struct CopyFailed {
+    /// The COPY's own failure, which decides what becomes of the batch.
+    cause: CopyFailure,
+    /// The `ROLLBACK` after it failed too: the connection is in an unknown
+    /// state (perhaps still in the aborted transaction) and must be dropped.
+    /// The COPY committed nothing all the same: it never reached a `COMMIT`
+    /// that succeeded, and the server rolls back a connection that goes away.
+    rollback: Option<tokio_postgres::Error>,
+}
+
 /// Writes `piece` with one binary `COPY … FROM STDIN` inside a transaction
-/// and commits: all rows or none. On a failure the transaction ends without
-/// a trace (the connection stays usable) and the failure is returned.
+/// and commits: all rows or none. On a failure the transaction is rolled back
+/// and the failure is returned, with the `ROLLBACK`'s own error if that failed
+/// too (then the connection is unusable).
 ///
 /// Three round trips per batch: `BEGIN` pipelined with preparing the COPY,
 /// the COPY's start, and its end pipelined with `COMMIT` (a `COMMIT` after a
@@ -515,12 +532,17 @@ impl From<tokio_postgres::Error> for CopyFailure {
 /// a field count and length-prefixed fields, then -1) rather than with
 /// tokio-postgres's `BinaryCopyInWriter`, which hands the connection every
 /// 4 KiB; here it gets [`COPY_CHUNK`]s.
-async fn copy_rows(client: &Client, piece: &[Sample]) -> Result<u64, CopyFailure> {
+async fn copy_rows(client: &Client, piece: &[Sample]) -> Result<u64, CopyFailed> {
     let (begun, statement) = tokio::join!(
         client.batch_execute("BEGIN"),
         client.prepare_typed(COPY_SQL, &[])
     );
-    begun?;
+    if let Err(e) = begun {
+        return Err(CopyFailed {
+            cause: CopyFailure::Db(e),
+            rollback: None,
+        });
+    }
     let copied = async {
         let sink = client.copy_in::<_, Bytes>(&statement?).await?;
         let mut sink = std::pin::pin!(sink);
@@ -542,12 +564,17 @@ async fn copy_rows(client: &Client, piece: &[Sample]) -> Result<u64, CopyFailure
         Ok(rows)
     }
     .await;
-    if copied.is_err() && !client.is_closed() {
-        // Ends the transaction if the COPY never reached its COMMIT (a
-        // warning, no error, if it did).
-        client.batch_execute("ROLLBACK").await?;
-    }
-    copied
+    let cause = match copied {
+        Ok(rows) => return Ok(rows),
+        Err(cause) => cause,
+    };
+    // Ends the transaction if the COPY never reached its COMMIT (a warning,
+    // no error, if it did). A closed connection has no transaction left.
+    let rollback = match client.is_closed() {
+        true => None,
+        false => client.batch_execute("ROLLBACK").await.err(),
+    };
+    Err(CopyFailed { cause, rollback })
 }
 
 /// Appends one row of binary COPY data: the field count, then each field as
@@ -826,7 +853,7 @@ impl PostgresSink {
         let guard = CancelOnDrop::new(&live);
         let result = copy_rows(&live.client, piece).await;
         guard.disarm();
-        match result {
+        let CopyFailed { cause, rollback } = match result {
             Ok(copied) => {
                 debug!(
                     sink = "postgres",
@@ -835,24 +862,34 @@ impl PostgresSink {
                     "batch copied"
                 );
                 self.conn = Some(live);
-                Ok(None)
+                return Ok(None);
             }
-            Err(CopyFailure::Encode(reason)) => {
-                self.conn = Some(live);
-                Ok(Some(reason))
-            }
-            Err(CopyFailure::Db(e)) => match e.code().filter(|c| is_data_error(c)) {
-                Some(code) => {
-                    self.conn = Some(live);
-                    Ok(Some(format!(
-                        "{} (SQLSTATE {})",
-                        error_text(&e),
-                        code.code()
-                    )))
-                }
-                None => Err(classify(&e, &self.settings.describe())),
+            Err(failed) => failed,
+        };
+        // The COPY's own failure decides what becomes of the batch, whether or
+        // not the ROLLBACK after it worked: a refused batch still goes to the
+        // INSERT fallback, on a fresh connection if this one is dropped.
+        let refused = match cause {
+            CopyFailure::Encode(reason) => Ok(reason),
+            CopyFailure::Db(e) => match e.code().filter(|c| is_data_error(c)) {
+                Some(code) => Ok(format!("{} (SQLSTATE {})", error_text(&e), code.code())),
+                None => Err(e),
             },
+        };
+        match (&rollback, &refused) {
+            // Dropping `live` closes the connection; the server rolls back.
+            (Some(e), _) => warn!(
+                sink = "postgres",
+                error = %error_text(e),
+                "cannot roll back the failed COPY; dropping the connection"
+            ),
+            (None, Ok(_)) => self.conn = Some(live),
+            // Start from a fresh connection next time.
+            (None, Err(_)) => {}
         }
+        refused
+            .map(Some)
+            .map_err(|e| classify(&e, &self.settings.describe()))
     }
 
     /// One `INSERT … FROM UNNEST` of `piece`: `None` when it committed, the

@@ -532,3 +532,64 @@ fn a_partly_stored_batch_is_delivered_exactly_once_through_the_fallback() {
     assert_eq!(statements(&db, "COPY"), 0, "every COPY was rolled back");
     assert_eq!(l.sink("postgres")["pending"], 0);
 }
+
+#[test]
+fn a_refused_copy_whose_rollback_fails_still_takes_the_fallback() {
+    let db = db_or_skip!();
+    // The link is lost whenever hxlog sends the simple query `ROLLBACK`
+    // (`Q`, its length, the text): only after a COPY that failed.
+    let proxy = Proxy::cutting_on(
+        format!("{}:{}", db.server.host, db.server.port),
+        b"Q\0\0\0\x0dROLLBACK\0",
+    );
+    let l = logger(
+        &db,
+        Some(proxy.port),
+        &[("PG_DB_SSLMODE", "disable")],
+        json!({"postgres_batch_size": 200}),
+    );
+    l.ok(&["simulate", "--count", "1000", "--interval", "10s"]);
+    l.ok(&["replay"]);
+    assert_eq!(db.samples(), 1000);
+    assert_eq!(proxy.cuts(), 0, "a COPY that commits sends no ROLLBACK");
+    // Every other row lost: each batch's COPY hits unique violations (23505),
+    // and its ROLLBACK never gets an answer.
+    db.execute(
+        "DELETE FROM samples s USING (SELECT sample_id, row_number() OVER (ORDER BY taken_at) AS n FROM samples) x \
+         WHERE s.sample_id = x.sample_id AND x.n % 2 = 0",
+    );
+    assert_eq!(db.samples(), 500);
+    record_insert_statements(&db);
+    // The fallback needs no retry, so the give-up time is never approached;
+    // a batch retried as a transient failure meets the same cut every time.
+    let out = l.output(&[
+        "replay",
+        "--since",
+        "1d",
+        "--sink",
+        "postgres",
+        "--give-up-after",
+        "30s",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(proxy.cuts(), 5, "one ROLLBACK cut per batch of 200: {err}");
+    assert!(
+        err.contains("cannot roll back the failed COPY"),
+        "the lost connection is logged: {err}"
+    );
+    assert_eq!(db.samples(), 1000, "every lost row restored");
+    assert_eq!(
+        db.scalar("SELECT count(DISTINCT sample_id) FROM samples"),
+        1000
+    );
+    assert_eq!(
+        statements(&db, "INSERT"),
+        5,
+        "one fallback INSERT per batch, each on a fresh connection"
+    );
+    assert_eq!(statements(&db, "COPY"), 0, "no COPY committed");
+    let s = l.sink("postgres");
+    assert_eq!(s["pending"], 0, "{s}");
+    assert!(s["last_error_class"].is_null(), "no send failed: {s}");
+}
