@@ -42,8 +42,12 @@ pub const SECTOR: usize = 512;
 pub const FOLD_RECORDS: usize = 32;
 /// … or once this many bytes of records are journaled.
 pub const FOLD_BYTES: u64 = 32 * 1024;
-/// The file grows (with zeros, once) by this much.
+/// The file grows (with zeros, once) by this much, and shrinks back to it
+/// after a fold.
 const GROW: u64 = 64 * 1024;
+/// The file never grows past this (about 4000 samples whose fold failed):
+/// then the sampler holds samples in memory, as when the disk is full.
+pub const MAX_LEN: u64 = 4 * 1024 * 1024;
 const HEADER_MAGIC: &[u8; 8] = b"HXJRNL01";
 const RECORD_MAGIC: &[u8; 4] = b"HXR1";
 /// magic, payload length (u32), seq (i64), hash (u64)
@@ -183,7 +187,8 @@ fn owner(head: &[u8], outbox_id: &str) -> Owner {
         return Owner::Unreadable;
     }
     let n = u32::from_le_bytes(head[8..12].try_into().unwrap()) as usize;
-    if 12 + n + 8 > head.len().min(SECTOR) {
+    // (compared before any arithmetic: on 32-bit ARM 12 + n could wrap)
+    if n > SECTOR - 20 || 12 + n + 8 > head.len() {
         return Owner::Unreadable;
     }
     let h = u64::from_le_bytes(head[12 + n..20 + n].try_into().unwrap());
@@ -324,7 +329,16 @@ impl Writer {
                     // newest this logger took: they go into the new outbox.
                     scan = scan_bytes(&bytes);
                     existing = Some(bytes.len() as u64);
-                    adopted = Some(id);
+                    adopted = Some(format!(
+                        "belonged to outbox {id} (the outbox file was replaced)"
+                    ));
+                }
+                Owner::Unreadable if !scan_bytes(&bytes).records.is_empty() => {
+                    // A damaged header, but records that verify: they are
+                    // samples reported as taken, kept.
+                    scan = scan_bytes(&bytes);
+                    existing = Some(bytes.len() as u64);
+                    adopted = Some("had a damaged header".to_string());
                 }
                 Owner::Unreadable => {
                     let aside = PathBuf::from(format!(
@@ -336,7 +350,7 @@ impl Writer {
                     tracing::warn!(
                         journal = %path.display(),
                         moved_to = %aside.display(),
-                        "the sample journal {} is not an hxlog journal (damaged?); moved it aside and started a new one",
+                        "the sample journal {} is not an hxlog journal and holds no readable sample (damaged?); moved it aside and started a new one",
                         path.display()
                     );
                 }
@@ -368,11 +382,11 @@ impl Writer {
                 GROW
             }
         };
-        if let Some(id) = adopted {
+        if let Some(why) = adopted {
             file.write_all_at(&header(outbox_id), 0).with_context(ctx)?;
             file.sync_data().with_context(ctx)?;
             tracing::warn!(journal = %path.display(), samples = scan.records.iter().filter(|s| s.seq > hwm).count(),
-                "the sample journal belonged to outbox {id} (the outbox file was replaced); its samples go into this outbox");
+                "the sample journal {why}; its samples go into this outbox");
         }
         let direct = OpenOptions::new()
             .write(true)
@@ -396,7 +410,7 @@ impl Writer {
                 records,
                 last_seq,
                 durable,
-                max_len: u64::MAX,
+                max_len: MAX_LEN,
             },
             scan,
         ))
@@ -421,7 +435,13 @@ impl Writer {
         if need > self.len {
             let new_len = need.div_ceil(GROW) * GROW;
             if new_len > self.max_len {
-                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC)).with_context(ctx);
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC)).with_context(|| {
+                    format!(
+                        "the sample journal {} reached {} bytes: the outbox file has not taken its samples (see the earlier error)",
+                        self.path.display(),
+                        self.len
+                    )
+                });
             }
             let zeros = vec![0u8; (new_len - self.len) as usize];
             self.file.write_all_at(&zeros, self.len).with_context(ctx)?;
@@ -466,10 +486,31 @@ impl Writer {
     }
 
     /// Starts the journal over, once everything in it is durably in the
-    /// outbox (the next record overwrites the first).
+    /// outbox (the next record overwrites the first); a file that grew while
+    /// folds failed shrinks back.
     pub fn reset(&mut self) {
         self.end = SECTOR as u64;
         self.records = 0;
+        if self.len > GROW && self.file.set_len(GROW).is_ok() {
+            self.len = GROW;
+        }
+    }
+
+    /// The seq of the first sample journaled since the last reset, if any.
+    pub fn round_first(&self) -> Option<i64> {
+        (self.records > 0).then(|| self.last_seq - self.records as i64 + 1)
+    }
+
+    /// The seq of the last sample journaled (or the outbox's high-water mark).
+    pub fn last_seq(&self) -> i64 {
+        self.last_seq
+    }
+
+    /// Numbers the next sample after `seq` at the least: seqs a sink has
+    /// already acknowledged are never given again, even if their samples
+    /// were lost (a power cut with `sqlite_synchronous` = `normal`).
+    pub fn skip_past(&mut self, seq: i64) {
+        self.last_seq = self.last_seq.max(seq);
     }
 
     /// Lets the file grow to at most `bytes` (a full disk, for tests).

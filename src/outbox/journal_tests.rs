@@ -209,3 +209,101 @@ fn skip_to_newest_skips_the_journaled_samples_too() {
     ob.take(&[sample_at(4)]).unwrap();
     assert_eq!(seqs(&ob.pending("new", 10).unwrap()), [5]);
 }
+
+#[test]
+fn a_journal_with_a_damaged_header_keeps_its_samples_and_their_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = open(&dir);
+    ob.register_sinks(&["postgres"]).unwrap();
+    ob.take(&(0..3).map(sample_at).collect::<Vec<_>>()).unwrap();
+    let mut fw = open(&dir);
+    assert_eq!(seqs(&fw.pending("postgres", 100).unwrap()), [1, 2, 3]);
+    fw.ack("postgres", 2, 2).unwrap();
+    drop(ob);
+    // the header sector damaged (a torn write-back, a bad block)
+    let jp = journal::path_for(&path(&dir));
+    let mut bytes = std::fs::read(&jp).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&jp, &bytes).unwrap();
+    let mut ob = open(&dir);
+    assert_eq!(ob.take(&[sample_at(10)]).unwrap(), 4);
+    assert_eq!(seqs(&ob.pending("postgres", 100).unwrap()), [3, 4]);
+}
+
+#[test]
+fn a_seq_a_sink_acknowledged_is_never_given_again_even_if_its_sample_was_lost() {
+    // sqlite_synchronous = normal: journal records not yet on the card when
+    // the power went, the forwarder's ack was (a checkpoint, a write-back)
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = Outbox::open(&path(&dir), Synchronous::Normal).unwrap();
+    ob.register_sinks(&["postgres"]).unwrap();
+    ob.take(&(0..3).map(sample_at).collect::<Vec<_>>()).unwrap();
+    let mut fw = Outbox::open(&path(&dir), Synchronous::Normal).unwrap();
+    assert_eq!(seqs(&fw.pending("postgres", 100).unwrap()), [1, 2, 3]);
+    fw.ack("postgres", 3, 3).unwrap();
+    drop((ob, fw));
+    let jp = journal::path_for(&path(&dir));
+    let mut bytes = std::fs::read(&jp).unwrap();
+    bytes[journal::SECTOR..].fill(0);
+    std::fs::write(&jp, &bytes).unwrap();
+    let mut ob = Outbox::open(&path(&dir), Synchronous::Normal).unwrap();
+    let seq = ob.take(&[sample_at(10)]).unwrap();
+    assert_eq!(seq, 4, "a delivered sample's seq given again");
+    assert_eq!(seqs(&ob.pending("postgres", 100).unwrap()), [4]);
+    // and a reader in another process sees it too
+    let ro = Outbox::open_read_only(&path(&dir)).unwrap();
+    assert_eq!(seqs(&ro.after_seq(3, 10).unwrap()), [4]);
+}
+
+#[test]
+fn a_record_damaged_before_its_fold_is_reported_and_its_seq_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = open(&dir);
+    ob.take(&(0..3).map(sample_at).collect::<Vec<_>>()).unwrap();
+    // the second record goes bad on the card before the fold
+    let jp = journal::path_for(&path(&dir));
+    let mut bytes = std::fs::read(&jp).unwrap();
+    let second = (journal::SECTOR + 1..bytes.len())
+        .step_by(journal::SECTOR)
+        .map(|o| o - 1)
+        .filter(|&o| &bytes[o..o + 4] == b"HXR1")
+        .nth(1)
+        .unwrap();
+    bytes[second + 40] ^= 0x01;
+    std::fs::write(&jp, &bytes).unwrap();
+    assert_eq!(ob.fold().unwrap(), 2);
+    let kept: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".damaged"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the damaged journal kept for a post-mortem");
+    assert_eq!(ob.take(&[sample_at(3)]).unwrap(), 4);
+    assert_eq!(seqs(&ob.pending("x", 10).unwrap()), [1, 3, 4]);
+    drop(ob);
+    // a restart numbers after it too
+    assert_eq!(open(&dir).take(&[sample_at(4)]).unwrap(), 5);
+}
+
+#[test]
+fn a_journal_that_grew_while_folds_failed_shrinks_after_the_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ob = open(&dir);
+    ob.take(&[sample_at(0)]).unwrap();
+    ob.set_read_only_for_tests(true).unwrap();
+    for i in 1..200 {
+        ob.take(&[sample_at(i)]).unwrap();
+    }
+    let jp = journal::path_for(&path(&dir));
+    assert!(std::fs::metadata(&jp).unwrap().len() > 64 * 1024);
+    assert_eq!(in_sqlite(&ob), 0);
+    assert_eq!(ob.status(&[]).unwrap().samples, 200);
+    ob.set_read_only_for_tests(false).unwrap();
+    ob.take(&[sample_at(200)]).unwrap();
+    assert_eq!(in_sqlite(&ob), 201);
+    assert_eq!(std::fs::metadata(&jp).unwrap().len(), 64 * 1024);
+    assert_eq!(
+        seqs(&ob.pending("x", 1000).unwrap()),
+        (1..=201).collect::<Vec<_>>()
+    );
+}

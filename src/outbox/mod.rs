@@ -358,15 +358,56 @@ impl Outbox {
                     "the sample journal has an unreadable record (damaged storage?): the samples in it are lost; the others are kept");
             }
             self.journal = Some(w);
+            // A seq a sink acknowledged (or refused) is never given again,
+            // even when its sample is gone: records lost in a power cut with
+            // sqlite_synchronous = normal, whose acks reached the disk.
+            let floor: i64 = self.conn.query_row(
+                "SELECT max(coalesce((SELECT max(delivered_seq) FROM sinks), 0), \
+                 coalesce((SELECT max(seq) FROM rejected), 0))",
+                [],
+                |r| r.get(0),
+            )?;
+            let last = self.journal.as_ref().map_or(0, |w| w.last_seq());
+            if floor > last {
+                tracing::warn!(journal = %path.display(), acknowledged = floor, last_known = last,
+                    "sinks acknowledged samples that are neither in the outbox nor in its journal (lost in a power cut with sqlite_synchronous = normal?); numbering goes on after them");
+                self.fold()?;
+                self.raise_hwm(floor)?;
+                if let Some(w) = self.journal.as_mut() {
+                    w.skip_past(floor);
+                }
+            }
         }
         Ok(self.journal.as_mut().expect("opened above"))
+    }
+
+    /// Raises SQLite's high-water mark (`sqlite_sequence`) to `seq`: readers
+    /// then take every journal record at or below it as folded.
+    fn raise_hwm(&self, seq: i64) -> anyhow::Result<()> {
+        if seq <= 0 {
+            return Ok(());
+        }
+        if self.conn.execute(
+            "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'samples'",
+            [seq],
+        )? == 0
+        {
+            self.conn.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES ('samples', ?1)",
+                [seq],
+            )?;
+        }
+        Ok(())
     }
 
     /// Moves the journal's samples into SQLite (one transaction, fsynced
     /// whatever `sqlite_synchronous` says: the journal is then started over)
     /// and returns how many. Only under the sampler lock.
     pub fn fold(&mut self) -> anyhow::Result<usize> {
-        self.writer()?;
+        let (first, last) = {
+            let w = self.writer()?;
+            (w.round_first(), w.last_seq())
+        };
         let (tail, _) = self.tail()?;
         if !tail.is_empty() {
             self.conn.pragma_update(None, "synchronous", "FULL")?;
@@ -380,6 +421,12 @@ impl Outbox {
                         stmt.execute(rusqlite::params_from_iter(values))?;
                     }
                 }
+                // the next record's seq is then the high-water mark + 1,
+                // even if a record of the round could not be read back
+                tx.execute(
+                    "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'samples'",
+                    [last],
+                )?;
                 tx.commit()?;
                 anyhow::Ok(())
             })();
@@ -389,6 +436,31 @@ impl Outbox {
             result.with_context(|| {
                 format!("folding the sample journal into {}", self.path.display())
             })?;
+        }
+        // Every sample this writer journaled in the round must be in SQLite
+        // now; one that is not was unreadable (damaged storage). Said, and the
+        // journal kept aside for a post-mortem, before it is started over.
+        if let Some(first) = first {
+            let stored: i64 = self.conn.query_row(
+                "SELECT count(*) FROM samples WHERE seq BETWEEN ?1 AND ?2",
+                [first, last],
+                |r| r.get(0),
+            )?;
+            let lost = last - first + 1 - stored;
+            if lost > 0 {
+                let path = journal::path_for(&self.path);
+                let aside = PathBuf::from(format!(
+                    "{}.{}.damaged",
+                    path.display(),
+                    Timestamp::now().as_second()
+                ));
+                let copied = std::fs::copy(&path, &aside).is_ok();
+                tracing::error!(journal = %path.display(), lost, first, last, kept_as = %aside.display(), copied,
+                    "samples journaled in this round could not be read back from the journal (damaged storage?): they are lost");
+            }
+        }
+        if self.hwm()? < last {
+            self.raise_hwm(last)?;
         }
         if let Some(w) = self.journal.as_mut() {
             w.reset();
@@ -431,13 +503,24 @@ impl Outbox {
     /// high-water mark of SQLite read after the journal. A reader asks SQLite
     /// only for seqs up to that mark: a fold between the two reads then
     /// shows each sample once, never twice or not at all.
+    ///
+    /// The journal's samples follow the mark without a gap; a read that
+    /// shows a gap met an append or a restart of the journal mid-way (the
+    /// kernel copies a file page by page), and is done again. A gap that
+    /// stays is a damaged record, taken as it is after three reads.
     fn tail(&self) -> anyhow::Result<(Vec<Stored>, i64)> {
-        let scan = journal::read(&journal::path_for(&self.path), &self.outbox_id)?;
-        let hwm = self.hwm()?;
-        Ok((
-            scan.records.into_iter().filter(|s| s.seq > hwm).collect(),
-            hwm,
-        ))
+        let path = journal::path_for(&self.path);
+        let mut attempt = 0;
+        loop {
+            let scan = journal::read(&path, &self.outbox_id)?;
+            let hwm = self.hwm()?;
+            let tail: Vec<Stored> = scan.records.into_iter().filter(|s| s.seq > hwm).collect();
+            let whole = tail.iter().zip(hwm + 1..).all(|(s, want)| s.seq == want);
+            attempt += 1;
+            if whole || attempt == 3 {
+                return Ok((tail, hwm));
+            }
+        }
     }
 
     /// A sink's cursor: every sample up to it is delivered.
