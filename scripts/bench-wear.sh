@@ -3,7 +3,8 @@
 # memory, with both sinks configured (the local PostgreSQL and the fake Web
 # PubSub service of the tests, run as tests/e2e/support/examples/wps_server.rs).
 #
-# Two modes, each on a fresh outbox with mock sensors and a 1 s interval:
+# Two modes, each on a fresh outbox with mock sensors and a 1 s interval
+# (INTERVAL below):
 #   run    one `hxlog run`; after a warm-up, /proc/<pid>/io is read before and
 #          after N samples. Also its VmRSS/VmHWM in steady state.
 #   timer  timer mode: `hxlog sample` then `hxlog replay` every interval (the
@@ -106,7 +107,7 @@ def io(pid):
 
 def mem(pid):
     with open(f"/proc/{pid}/status") as f:
-        return {k: int(v.split()[0]) for k, v in (line.split(":\t") for line in f) if k in ("VmRSS", "VmHWM")}
+        return {k: int(v.split()[0]) for k, v in (line.split(":\t") for line in f) if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}
 
 
 def diff(a, b):
@@ -150,7 +151,8 @@ def run_mode():
         st = status(d)
         pending = {s["name"]: s["pending"] for s in st["sinks"]}
         report("run", diff(a, b), end - start,
-               f"  VmRSS {m['VmRSS'] / 1024:.1f} MiB  VmHWM {m['VmHWM'] / 1024:.1f} MiB  pending {pending}")
+               f"  VmRSS {m['VmRSS'] / 1024:.1f} MiB (anon {m['RssAnon'] / 1024:.1f}, file {m['RssFile'] / 1024:.1f})"
+               f"  VmHWM {m['VmHWM'] / 1024:.1f} MiB  pending {pending}")
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=30)
