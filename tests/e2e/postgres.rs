@@ -212,15 +212,21 @@ fn kill_9_across_journal_folds_loses_and_duplicates_nothing() {
         &[("PG_DB_SSLMODE", "disable")],
         json!({"sqlite_synchronous": "full"}),
     );
-    let (mut reported, mut killed) = (0, 0);
-    for i in 0..90 {
+    // how long one `hxlog sample` takes here (under qemu several times
+    // longer): the kills land anywhere within that, mid-write or mid-fold
+    let started = std::time::Instant::now();
+    l.ok(&["sample"]);
+    let span = started.elapsed().as_millis().max(10) as u64;
+    let (mut reported, mut killed) = (1, 0);
+    // 70 samples taken to the end: the journal folds at least twice
+    for i in 0..105 {
         if i % 3 == 2 {
             let mut child = l
                 .cmd(&["sample"])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn_guarded();
-            std::thread::sleep(Duration::from_millis(fastrand::u64(0..40)));
+            std::thread::sleep(Duration::from_millis(fastrand::u64(0..span)));
             let _ = child.kill(); // SIGKILL
             if child.wait().unwrap().success() {
                 reported += 1;
