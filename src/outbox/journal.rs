@@ -518,11 +518,6 @@ impl Writer {
     pub fn limit_len_for_tests(&mut self, bytes: u64) {
         self.max_len = bytes;
     }
-
-    /// Whether appends bypass the page cache.
-    pub fn is_direct(&self) -> bool {
-        self.direct.is_some()
-    }
 }
 
 #[cfg(test)]

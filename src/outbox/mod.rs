@@ -743,6 +743,11 @@ impl Outbox {
     pub fn pending_count(&self, sink: &str) -> anyhow::Result<u64> {
         let cursor = self.cursor(sink)?;
         let (tail, hwm) = self.tail()?;
+        self.pending_after(cursor, &tail, hwm)
+    }
+
+    /// Samples after `cursor`: SQLite's up to `hwm`, then `tail`'s.
+    fn pending_after(&self, cursor: i64, tail: &[Stored], hwm: i64) -> anyhow::Result<u64> {
         let n: i64 = self.conn.query_row(
             "SELECT count(*) FROM samples WHERE seq > ?1 AND seq <= ?2",
             [cursor, hwm],
@@ -951,7 +956,7 @@ impl Outbox {
         });
         Ok(SinkState {
             name: name.to_string(),
-            pending: self.pending_count(name)?,
+            pending: self.pending_after(delivered_seq, &tail, hwm)?,
             oldest_pending: oldest_pending.and_then(ts),
             delivered_seq,
             delivered_count: delivered_count as u64,

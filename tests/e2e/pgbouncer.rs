@@ -230,10 +230,7 @@ fn several_loggers_drain_exactly_once_through_pgbouncer_in_transaction_mode() {
     // fallback stores the rest. The COPY's named statement must not outlive
     // its transaction on a server connection the other loggers share (they
     // name theirs alike: s0, s1, …), or they would fail with 42P05.
-    db.execute(
-        "DELETE FROM samples s USING (SELECT sample_id, row_number() OVER (ORDER BY sample_id) AS n FROM samples) x \
-         WHERE s.sample_id = x.sample_id AND x.n % 2 = 0",
-    );
+    db.lose_every_other_row("sample_id");
     assert_eq!(db.samples() as u64, 2 * N);
     replay_all(
         &loggers,

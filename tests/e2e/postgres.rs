@@ -518,10 +518,7 @@ fn a_partly_stored_batch_is_delivered_exactly_once_through_the_fallback() {
     // Every other row is lost, so each batch of the resend (as after a crash
     // between the commit and the outbox's bookkeeping) is partly stored: its
     // COPY hits unique violations, and the INSERT … ON CONFLICT stores the rest.
-    db.execute(
-        "DELETE FROM samples s USING (SELECT sample_id, row_number() OVER (ORDER BY taken_at) AS n FROM samples) x \
-         WHERE s.sample_id = x.sample_id AND x.n % 2 = 0",
-    );
+    db.lose_every_other_row("taken_at");
     assert_eq!(db.samples(), 500);
     record_insert_statements(&db);
     l.ok(&["replay", "--since", "1d", "--sink", "postgres"]);
@@ -560,10 +557,7 @@ fn a_refused_copy_whose_rollback_fails_still_takes_the_fallback() {
     assert_eq!(proxy.cuts(), 0, "a COPY that commits sends no ROLLBACK");
     // Every other row lost: each batch's COPY hits unique violations (23505),
     // and its ROLLBACK never gets an answer.
-    db.execute(
-        "DELETE FROM samples s USING (SELECT sample_id, row_number() OVER (ORDER BY taken_at) AS n FROM samples) x \
-         WHERE s.sample_id = x.sample_id AND x.n % 2 = 0",
-    );
+    db.lose_every_other_row("taken_at");
     assert_eq!(db.samples(), 500);
     record_insert_statements(&db);
     // The fallback needs no retry, so the give-up time is never approached;

@@ -317,6 +317,16 @@ impl TestDb {
         })
     }
 
+    /// Deletes every other row of `samples`, in `order_by` order: the
+    /// database "lost" half of what it stored, spread over every batch, so a
+    /// resend's COPY meets unique violations in each one.
+    pub fn lose_every_other_row(&self, order_by: &str) {
+        self.execute(&format!(
+            "DELETE FROM samples s USING (SELECT sample_id, row_number() OVER (ORDER BY {order_by}) AS n \
+             FROM samples) x WHERE s.sample_id = x.sample_id AND x.n % 2 = 0"
+        ));
+    }
+
     /// Rows in `samples`, or 0 when the table does not exist yet.
     pub fn samples(&self) -> i64 {
         block(async {
